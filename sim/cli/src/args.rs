@@ -1,0 +1,25 @@
+//! Command-line arguments (clap derive). One variant per subcommand; each is implemented in
+//! `commands/<name>.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "topo", version, about = "Network-chaos and topology testbench on Linux network namespaces")]
+pub struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). TOPO_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check topology files; exit 0 when all are valid, 3 otherwise (diagnostics on stderr).
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}

@@ -1,0 +1,68 @@
+//! `topo-lab`: the seam between what users ask (faults, probes, assertions, scenarios) and
+//! the backends that answer — the kernel (`topo-kernel`) and the pure model (`topo-model`).
+
+pub mod fault;
+pub mod probe;
+pub mod select;
+
+use std::time::Duration;
+
+pub use fault::{Fault, FaultState, LinkRef};
+pub use probe::{Hop, NatResult, PairOutcome, PathResult, Proto, ReachMatrix, ReachRequest};
+use serde::{Deserialize, Serialize};
+use topo_plan::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("unknown node or selector {0:?}")]
+    UnknownNode(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend cannot answer this (e.g. convergence time on the model).
+    #[error("not applicable on the {backend} backend: {what}")]
+    NotApplicable { backend: BackendKind, what: String },
+    #[error("{0}")]
+    Backend(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Kernel,
+    Model,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Model => "model",
+        })
+    }
+}
+
+/// Output of a command run inside a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running lab, whichever backend holds it. Scenarios, chaos commands and assertions only
+/// talk to this trait.
+pub trait Lab {
+    fn backend(&self) -> BackendKind;
+    fn plan(&self) -> &Plan;
+    fn faults(&self) -> &FaultState;
+    /// Apply a fault (or its inverse: heal, link up, node start...).
+    fn apply(&mut self, fault: &Fault) -> Result<(), LabError>;
+    /// Wait until routing has converged (daemons report a stable state) or fail after `timeout`.
+    fn wait_converged(&mut self, timeout: Duration) -> Result<(), LabError>;
+    fn reach(&mut self, req: &ReachRequest) -> Result<ReachMatrix, LabError>;
+    fn path(&mut self, from: &str, to: &str) -> Result<PathResult, LabError>;
+    fn nat(&mut self, from: &str, to: &str) -> Result<NatResult, LabError>;
+    fn exec(&mut self, node: &str, argv: &[String]) -> Result<ExecOutput, LabError>;
+}
