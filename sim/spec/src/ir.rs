@@ -84,6 +84,58 @@ pub struct Node {
     /// Nodes that must be started before this one.
     pub depends_on: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Dynamic routing run on this node (routers only).
+    pub routing: Option<Routing>,
+    /// Source NAT: masquerade traffic leaving through these attachments (network names, or the
+    /// peer node's name for a point-to-point link).
+    pub masquerade: Vec<String>,
+}
+
+/// Which implementation runs a routing protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingDaemon {
+    Frr,
+    Bird,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    pub daemon: RoutingDaemon,
+    pub span: Span,
+    pub ospf: Option<Ospf>,
+}
+
+/// OSPFv2 on a router. Interface settings are keyed by the attachment they apply to (network
+/// name, or peer node name for a link); unlisted attachments use the defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ospf {
+    /// Default: the first loopback address, else the first interface address.
+    pub router_id: Option<Ipv4Addr>,
+    /// Area of interfaces that don't name one (dotted or integer; stored as an address).
+    pub area: Ipv4Addr,
+    /// Seconds.
+    pub hello_interval: u32,
+    /// Seconds.
+    pub dead_interval: u32,
+    /// Fast SPF/LSA throttling (sub-second reconvergence).
+    pub fast: bool,
+    /// Run BFD on every OSPF interface.
+    pub bfd: bool,
+    /// BFD transmit/receive interval in ms and detect multiplier.
+    pub bfd_interval_ms: u32,
+    pub bfd_multiplier: u32,
+    pub interfaces: BTreeMap<String, OspfIface>,
+    /// Also advertise static routes of this node.
+    pub redistribute_static: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OspfIface {
+    pub cost: Option<u32>,
+    pub passive: bool,
+    pub area: Option<Ipv4Addr>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
