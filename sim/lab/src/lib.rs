@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod probe;
 pub mod select;
+pub mod testkit;
 
 use std::time::Duration;
 

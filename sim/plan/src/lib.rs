@@ -2,6 +2,7 @@
 //! [`Plan`]: address allocation (IPAM), kernel object names, MACs, routes and sysctls.
 //! Pure and deterministic.
 
+pub mod daemons;
 pub mod types;
 
 pub use types::*;
