@@ -72,6 +72,44 @@ pub struct NodePlan {
     /// (forwarding on routers, no IPv6 DAD when IPv6 is unused).
     pub sysctls: BTreeMap<String, String>,
     pub depends_on: Vec<String>,
+    /// Routing daemons and their rendered configuration, when the node runs any.
+    pub routing: Option<RoutingPlan>,
+    /// Interfaces (node-side names) out of which traffic is masqueraded (source NAT).
+    pub masquerade: Vec<String>,
+}
+
+/// What the plan decided for a node's routing daemons: the resolved OSPF view (used by the
+/// model) and the daemon config files (used by the kernel backend), keyed by file name
+/// (e.g. `zebra.conf`, `ospfd.conf`, `bfdd.conf`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingPlan {
+    pub daemon: topo_spec::RoutingDaemon,
+    pub ospf: Option<OspfPlan>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OspfPlan {
+    pub router_id: Ipv4Addr,
+    pub hello_interval: u32,
+    pub dead_interval: u32,
+    pub fast: bool,
+    pub bfd: bool,
+    pub bfd_interval_ms: u32,
+    pub bfd_multiplier: u32,
+    /// Every interface (node-side name, including `lo`) that OSPF covers.
+    pub interfaces: Vec<OspfIfacePlan>,
+    pub redistribute_static: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OspfIfacePlan {
+    pub iface: String,
+    pub area: Ipv4Addr,
+    pub cost: u32,
+    pub passive: bool,
+    /// Point-to-point (links) or broadcast (LANs).
+    pub point_to_point: bool,
 }
 
 impl NodePlan {
