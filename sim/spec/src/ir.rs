@@ -225,6 +225,7 @@ mod opt_duration_ms {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    #[allow(clippy::ref_option)] // serde `with` modules must take `&Option<T>`
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),

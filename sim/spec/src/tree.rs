@@ -1,0 +1,221 @@
+//! A small YAML tree with exact byte spans, built from marked-yaml's nodes.
+//!
+//! marked-yaml records only where a scalar starts (line and character column); the rest of
+//! the spec stage wants byte ranges for miette snippets, so this module converts markers into
+//! [`Span`]s once and measures each scalar's extent in the source text. Templates (defaults,
+//! groups, counters) are then applied to this tree, which keeps every value's original span.
+
+use marked_yaml::loader::{parse_yaml_with_options, LoaderOptions};
+use marked_yaml::{LoadError, Marker, Node};
+
+use crate::diag::Diagnostic;
+use crate::ir::Span;
+
+/// A YAML value with its span.
+#[derive(Debug, Clone)]
+pub enum Y {
+    Scalar(Scalar),
+    Seq(Vec<Y>, Span),
+    Map(Map),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scalar {
+    pub s: String,
+    pub span: Span,
+    /// Unquoted (plain) scalar: `~`, `null` and the empty string mean "no value" only when plain.
+    pub plain: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Map {
+    pub entries: Vec<(Scalar, Y)>,
+    pub span: Span,
+}
+
+impl Map {
+    pub fn get(&self, key: &str) -> Option<&Y> {
+        self.entries.iter().find(|(k, _)| k.s == key).map(|(_, v)| v)
+    }
+}
+
+impl Scalar {
+    pub fn is_null(&self) -> bool {
+        self.plain && matches!(self.s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+    }
+}
+
+impl Y {
+    pub fn span(&self) -> Span {
+        match self {
+            Y::Scalar(s) => s.span,
+            Y::Seq(_, span) => *span,
+            Y::Map(m) => m.span,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Y::Scalar(s) if s.is_null())
+    }
+
+    /// What kind of YAML value this is, for "expected X, found Y" messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Y::Scalar(s) if s.is_null() => "nothing (null)",
+            Y::Scalar(_) => "a scalar",
+            Y::Seq(..) => "a list",
+            Y::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// Byte offsets of line starts, to turn (line, column) markers into byte spans.
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { text, starts }
+    }
+
+    /// The byte offset of a 1-based line and 1-based character column, clamped to the text.
+    pub fn offset(&self, line: usize, col: usize) -> usize {
+        let Some(&start) = self.starts.get(line.saturating_sub(1)) else {
+            return self.text.len();
+        };
+        let rest = &self.text[start..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let line_text = &rest[..line_end];
+        let byte_col = line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i);
+        start + byte_col
+    }
+
+    pub fn span_at(&self, m: &Marker, len: usize) -> Span {
+        let offset = self.offset(m.line(), m.column());
+        let len = len.min(self.text.len().saturating_sub(offset));
+        Span { offset, len, line: m.line() as u32, col: m.column() as u32 }
+    }
+
+    /// The extent of the scalar starting at `offset`: a quoted string up to its closing quote,
+    /// a plain scalar as far as its value reaches on that line.
+    fn scalar_len(&self, offset: usize, value: &str) -> usize {
+        let rest = &self.text[offset.min(self.text.len())..];
+        let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        let bytes = line.as_bytes();
+        match bytes.first() {
+            Some(b'"') => {
+                let mut i = 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => return i + 1,
+                        _ => i += 1,
+                    }
+                }
+                line.len()
+            }
+            Some(b'\'') => {
+                let mut i = 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        return i + 1;
+                    }
+                    i += 1;
+                }
+                line.len()
+            }
+            Some(b'|' | b'>') => 1,
+            _ if !value.is_empty() && line.starts_with(value) => value.len(),
+            _ => {
+                // Multi-line plain scalars: underline the first line, without a trailing comment.
+                let end = line.find(" #").unwrap_or(line.len());
+                line[..end].trim_end().len().max(1)
+            }
+        }
+    }
+}
+
+/// Parse YAML text into a [`Y`] tree. The top level must be a mapping.
+pub fn parse(text: &str) -> Result<Map, Diagnostic> {
+    let idx = LineIndex::new(text);
+    let opts = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
+    let node = parse_yaml_with_options(0, text, opts).map_err(|e| load_error(&idx, &e))?;
+    match convert(&idx, &node) {
+        Y::Map(m) => Ok(m),
+        other => Err(Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
+            .label("expected `name:`, `networks:`, `nodes:`, ...")),
+    }
+}
+
+fn convert(idx: &LineIndex<'_>, node: &Node) -> Y {
+    match node {
+        Node::Scalar(s) => {
+            let span = match s.span().start() {
+                Some(m) => {
+                    let offset = idx.offset(m.line(), m.column());
+                    idx.span_at(m, idx.scalar_len(offset, s.as_str()))
+                }
+                None => Span::default(),
+            };
+            Y::Scalar(Scalar { s: s.as_str().to_owned(), span, plain: s.may_coerce() })
+        }
+        Node::Sequence(seq) => {
+            let span = seq.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
+            Y::Seq(seq.iter().map(|n| convert(idx, n)).collect(), span)
+        }
+        Node::Mapping(map) => {
+            let span = map.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
+            let entries = map
+                .iter()
+                .map(|(k, v)| {
+                    let Y::Scalar(key) = convert(idx, &Node::Scalar(k.clone())) else {
+                        unreachable!("a scalar converts to a scalar")
+                    };
+                    (key, convert(idx, v))
+                })
+                .collect();
+            Y::Map(Map { entries, span })
+        }
+    }
+}
+
+fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
+    let at = |m: &Marker| idx.span_at(m, 1);
+    match e {
+        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
+            Diagnostic::new("topo::yaml", at(m), "the top level of a topology must be a mapping")
+                .label("expected `name:`, `networks:`, `nodes:`, ...")
+        }
+        LoadError::UnexpectedAnchor(m) => Diagnostic::new("topo::yaml", at(m), "YAML anchors and aliases are not supported")
+            .label("anchor here")
+            .help("use `defaults` or `groups` to share settings between nodes"),
+        LoadError::MappingKeyMustBeScalar(m) => {
+            Diagnostic::new("topo::yaml", at(m), "mapping keys must be plain strings").label("complex key")
+        }
+        LoadError::UnexpectedTag(m) => {
+            Diagnostic::new("topo::yaml", at(m), "YAML tags (`!tag`) are not supported").label("tag here")
+        }
+        LoadError::ScanError(m, err) => {
+            Diagnostic::new("topo::yaml", at(m), format!("invalid YAML: {}", err.info())).label("here")
+        }
+        LoadError::DuplicateKey(inner) => {
+            let first = inner.prev_key.span().start().map(|m| at(m)).unwrap_or_default();
+            let second = inner.key.span().start().map(|m| at(m)).unwrap_or_default();
+            let k = inner.key.as_str();
+            let first = Span { len: k.len().min(idx.text.len().saturating_sub(first.offset)), ..first };
+            let second = Span { len: k.len().min(idx.text.len().saturating_sub(second.offset)), ..second };
+            Diagnostic::new("topo::duplicate-key", second, format!("key `{k}` is given twice in the same mapping"))
+                .label("second definition")
+                .related(first, "first defined here")
+                .help("remove or rename one of them")
+        }
+    }
+}
