@@ -41,7 +41,9 @@ pub fn parse_range(s: &str) -> Result<Option<Range>, String> {
         return Err(format!("`{{{inner}}}` is not a counter range; write `{{1..5}}`"));
     };
     let (Ok(start), Ok(end)) = (a.trim().parse::<i64>(), b.trim().parse::<i64>()) else {
-        return Err(format!("`{{{inner}}}` is not a counter range; both ends must be whole numbers, e.g. `{{1..5}}`"));
+        return Err(format!(
+            "`{{{inner}}}` is not a counter range; both ends must be whole numbers, e.g. `{{1..5}}`"
+        ));
     };
     if start < 0 || end < start {
         return Err(format!("the counter range `{{{inner}}}` is empty or negative; write `{{low..high}}` with 0 <= low <= high"));
@@ -118,11 +120,17 @@ fn substitute_scalar(s: &mut Scalar, n: Option<i64>, diags: &mut Vec<Diagnostic>
     match substitute(&s.s, n) {
         Ok(Some(new)) => s.s = new,
         Ok(None) => {}
-        Err(msg) => diags.push(
-            Diagnostic::new("topo::counter", s.span, msg).label("counter expression").help(
+        Err(msg) => {
+            // Clear the value so later checks don't report the same mistake again.
+            let span = s.span;
+            s.s.clear();
+            s.plain = true;
+            diags.push(
+            Diagnostic::new("topo::counter", span, msg).label("counter expression").help(
                 "counter expressions are `{n}`, `{n+K}`, `{n-K}`, `{n*K}` inside a node or link that has a `{a..b}` range",
             ),
-        ),
+        );
+        }
     }
 }
 
@@ -211,7 +219,7 @@ mod tests {
         let mut y = Y::Map(map("a: '{n+1}'\nb: ['{n}', '{n/2}']\n"));
         let mut diags = Vec::new();
         substitute_tree(&mut y, Some(7), &mut diags);
-        assert_eq!(render(&y), "{a:8,b:[7,{n/2}]}");
+        assert_eq!(render(&y), "{a:8,b:[7,]}");
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].span.map(|s| (s.line, s.col)), Some((2, 12)));
     }

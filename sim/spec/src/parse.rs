@@ -40,8 +40,19 @@ pub const NODE_KEYS: &[&str] = &[
     "routing",
     "masquerade",
 ];
-pub const NODE_LATER: &[&str] =
-    &["vrrp", "wireguard", "gre", "tunnels", "bgp", "services", "dhcp", "dns", "postgres", "image", "command"];
+pub const NODE_LATER: &[&str] = &[
+    "vrrp",
+    "wireguard",
+    "gre",
+    "tunnels",
+    "bgp",
+    "services",
+    "dhcp",
+    "dns",
+    "postgres",
+    "image",
+    "command",
+];
 pub const IFACE_KEYS: &[&str] = &["network", "address", "name", "address6", "mtu"];
 pub const IFACE_LATER: &[&str] = &["vrrp", "vlan", "dhcp"];
 pub const ROUTE_KEYS: &[&str] = &["to", "via", "metric"];
@@ -134,7 +145,8 @@ pub fn parse(root: &Map) -> Parsed {
         Some(y) => cx.networks(y),
         None => Vec::new(),
     };
-    let net_index: HashMap<&str, usize> = networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let net_index: HashMap<&str, usize> =
+        networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
 
     let groups = cx.groups(root.get("groups"));
     let defaults = match root.get("defaults") {
@@ -150,7 +162,16 @@ pub fn parse(root: &Map) -> Parsed {
     if let Some(y) = root.get("nodes") {
         if let Some(m) = cx.map_of(y, "nodes") {
             for (key, value) in &m.entries {
-                cx.node_entry(key, value, defaults.as_ref(), &groups, &networks, &net_index, &mut nodes, &mut node_extras);
+                cx.node_entry(
+                    key,
+                    value,
+                    defaults.as_ref(),
+                    &groups,
+                    &networks,
+                    &net_index,
+                    &mut nodes,
+                    &mut node_extras,
+                );
             }
         }
     }
@@ -211,8 +232,12 @@ impl Cx {
 
     fn type_error(&mut self, y: &Y, what: &str, expected: &str) {
         self.push(
-            Diagnostic::new("topo::type", y.span(), format!("`{what}` must be {expected}, found {}", y.kind_name()))
-                .label(format!("expected {expected}")),
+            Diagnostic::new(
+                "topo::type",
+                y.span(),
+                format!("`{what}` must be {expected}, found {}", y.kind_name()),
+            )
+            .label(format!("expected {expected}")),
         );
     }
 
@@ -278,7 +303,11 @@ impl Cx {
     }
 
     fn pools(&mut self, y: Option<&Y>, root_span: Span) -> Pools {
-        let mut pools = Pools { p2p: Ipv4Net::new(Ipv4Addr::new(10, 255, 0, 0), 16).expect("valid"), p2p_span: root_span, p2p_prefix: 31 };
+        let mut pools = Pools {
+            p2p: Ipv4Net::new(Ipv4Addr::new(10, 255, 0, 0), 16).expect("valid"),
+            p2p_span: root_span,
+            p2p_prefix: 31,
+        };
         let Some(m) = y.and_then(|y| self.map_of(y, "pools")) else { return pools };
         pools.p2p_span = m.span;
         self.check_keys(m, "`pools`", POOL_KEYS, &[]);
@@ -304,7 +333,10 @@ impl Cx {
                 Diagnostic::new(
                     "topo::invalid-value",
                     pools.p2p_span,
-                    format!("the p2p pool {} is smaller than one /{} link subnet", pools.p2p, pools.p2p_prefix),
+                    format!(
+                        "the p2p pool {} is smaller than one /{} link subnet",
+                        pools.p2p, pools.p2p_prefix
+                    ),
                 )
                 .label("pool too small")
                 .related(prefix_span.unwrap_or(pools.p2p_span), "link subnet size")
@@ -321,9 +353,13 @@ impl Cx {
             self.name_check(k, "network");
             let Some(nm) = self.map_of(v, "network") else {
                 self.push(
-                    Diagnostic::new("topo::missing-key", k.span, format!("network `{}` has no `subnet`", k.s))
-                        .label("no subnet")
-                        .help("networks need at least `subnet: 10.0.1.0/24`"),
+                    Diagnostic::new(
+                        "topo::missing-key",
+                        k.span,
+                        format!("network `{}` has no `subnet`", k.s),
+                    )
+                    .label("no subnet")
+                    .help("networks need at least `subnet: 10.0.1.0/24`"),
                 );
                 continue;
             };
@@ -332,9 +368,13 @@ impl Cx {
                 Some(sv) => self.typed(sv, "subnet", values::subnet4).map(|n| (n, sv.span())),
                 None => {
                     self.push(
-                        Diagnostic::new("topo::missing-key", k.span, format!("network `{}` has no `subnet`", k.s))
-                            .label("no subnet")
-                            .help("add `subnet: 10.0.1.0/24`"),
+                        Diagnostic::new(
+                            "topo::missing-key",
+                            k.span,
+                            format!("network `{}` has no `subnet`", k.s),
+                        )
+                        .label("no subnet")
+                        .help("add `subnet: 10.0.1.0/24`"),
                     );
                     None
                 }
@@ -349,7 +389,10 @@ impl Cx {
                 continue;
             }
             let subnet6 = nm.get("subnet6").and_then(|v| self.typed(v, "subnet6", values::subnet6));
-            let mtu = nm.get("mtu").and_then(|v| self.typed(v, "mtu", |s| values::uint(s, 68, 65535))).map(|v| v as u32);
+            let mtu = nm
+                .get("mtu")
+                .and_then(|v| self.typed(v, "mtu", |s| values::uint(s, 68, 65535)))
+                .map(|v| v as u32);
             let first_host = Ipv4Addr::from(u32::from(subnet.network()) + 1);
             let (gateway, gateway_span) = match nm.get("gateway") {
                 Some(gv) => match self.scalar(gv, "gateway") {
@@ -374,8 +417,12 @@ impl Cx {
                         }
                         Err(form) => {
                             self.push(
-                                Diagnostic::new("topo::invalid-value", s.span, format!("invalid `gateway`: `{}`", s.s))
-                                    .label(format!("expected {form} or `none`")),
+                                Diagnostic::new(
+                                    "topo::invalid-value",
+                                    s.span,
+                                    format!("invalid `gateway`: `{}`", s.s),
+                                )
+                                .label(format!("expected {form} or `none`")),
                             );
                             (Some(first_host), s.span)
                         }
@@ -384,7 +431,16 @@ impl Cx {
                 },
                 None => (Some(first_host), subnet_span),
             };
-            out.push(Network { name: k.s.clone(), span: k.span, subnet, subnet_span, subnet6, gateway, gateway_span, mtu });
+            out.push(Network {
+                name: k.s.clone(),
+                span: k.span,
+                subnet,
+                subnet_span,
+                subnet6,
+                gateway,
+                gateway_span,
+                mtu,
+            });
         }
         out
     }
@@ -413,9 +469,13 @@ impl Cx {
         for (k, _) in &m.entries {
             if k.s == "group" || k.s == "groups" {
                 self.push(
-                    Diagnostic::new("topo::invalid-value", k.span, format!("`{}` cannot be used in {what}", k.s))
-                        .label("not allowed here")
-                        .help("groups do not nest; list all groups on the node: `groups: [a, b]`"),
+                    Diagnostic::new(
+                        "topo::invalid-value",
+                        k.span,
+                        format!("`{}` cannot be used in {what}", k.s),
+                    )
+                    .label("not allowed here")
+                    .help("groups do not nest; list all groups on the node: `groups: [a, b]`"),
                 );
             }
         }
@@ -470,8 +530,12 @@ impl Cx {
                     applied.push(g.s.clone());
                 }
                 None => {
-                    let mut d = Diagnostic::new("topo::unknown-reference", g.span, format!("unknown group `{}`", g.s))
-                        .label("no such group");
+                    let mut d = Diagnostic::new(
+                        "topo::unknown-reference",
+                        g.span,
+                        format!("unknown group `{}`", g.s),
+                    )
+                    .label("no such group");
                     let names: Vec<&str> = groups.keys().map(String::as_str).collect();
                     d = d.help(match values::suggest(&g.s, names.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
@@ -486,8 +550,10 @@ impl Cx {
                 }
             }
         }
-        let own_rest =
-            Map { entries: own.entries.iter().filter(|(k, _)| k.s != "group" && k.s != "groups").cloned().collect(), span: own.span };
+        let own_rest = Map {
+            entries: own.entries.iter().filter(|(k, _)| k.s != "group" && k.s != "groups").cloned().collect(),
+            span: own.span,
+        };
         merged = expand::merge(&merged, &own_rest);
         merged.span = key.span;
 
@@ -495,9 +561,13 @@ impl Cx {
             Ok(r) => r,
             Err(msg) => {
                 self.push(
-                    Diagnostic::new("topo::counter", key.span, format!("invalid counter in node name `{}`", key.s))
-                        .label(msg)
-                        .help("a counter range looks like `web-{1..5}`"),
+                    Diagnostic::new(
+                        "topo::counter",
+                        key.span,
+                        format!("invalid counter in node name `{}`", key.s),
+                    )
+                    .label(msg)
+                    .help("a counter range looks like `web-{1..5}`"),
                 );
                 return;
             }
@@ -585,13 +655,20 @@ impl Cx {
                         for (sk, sv) in &sm.entries {
                             let valid = !sk.s.is_empty()
                                 && sk.s.split('.').all(|seg| {
-                                    !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                                    !seg.is_empty()
+                                        && seg
+                                            .chars()
+                                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                                 });
                             if !valid {
                                 self.push(
-                                    Diagnostic::new("topo::invalid-value", sk.span, format!("invalid sysctl key `{}`", sk.s))
-                                        .label("expected a dotted /proc/sys path")
-                                        .help("write sysctls like `net.ipv4.ip_forward: 1`"),
+                                    Diagnostic::new(
+                                        "topo::invalid-value",
+                                        sk.span,
+                                        format!("invalid sysctl key `{}`", sk.s),
+                                    )
+                                    .label("expected a dotted /proc/sys path")
+                                    .help("write sysctls like `net.ipv4.ip_forward: 1`"),
                                 );
                                 continue;
                             }
@@ -612,11 +689,18 @@ impl Cx {
                     if let Some(lm) = self.map_of(v, "labels") {
                         for (lk, lv) in &lm.entries {
                             if lk.s.is_empty()
-                                || !lk.s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+                                || !lk
+                                    .s
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
                             {
                                 self.push(
-                                    Diagnostic::new("topo::invalid-value", lk.span, format!("invalid label key `{}`", lk.s))
-                                        .label("use letters, digits, `-`, `_`, `.`, `/`"),
+                                    Diagnostic::new(
+                                        "topo::invalid-value",
+                                        lk.span,
+                                        format!("invalid label key `{}`", lk.s),
+                                    )
+                                    .label("use letters, digits, `-`, `_`, `.`, `/`"),
                                 );
                                 continue;
                             }
@@ -722,8 +806,12 @@ impl Cx {
                         match values::ipv4(addr_text) {
                             Ok(a) => iface.address = AddrSpec::Static(a),
                             Err(form) => self.push(
-                                Diagnostic::new("topo::invalid-value", s.span, format!("invalid `address`: `{text}`"))
-                                    .label(format!("expected `auto`, `dhcp` or {form}")),
+                                Diagnostic::new(
+                                    "topo::invalid-value",
+                                    s.span,
+                                    format!("invalid `address`: `{text}`"),
+                                )
+                                .label(format!("expected `auto`, `dhcp` or {form}")),
                             ),
                         }
                         if let (Some(len), Some(net)) = (len, network) {
@@ -774,8 +862,12 @@ impl Cx {
                         }
                     }
                     Err(form) => self.push(
-                        Diagnostic::new("topo::invalid-value", s.span, format!("invalid `address6`: `{}`", s.s))
-                            .label(format!("expected {form}")),
+                        Diagnostic::new(
+                            "topo::invalid-value",
+                            s.span,
+                            format!("invalid `address6`: `{}`", s.s),
+                        )
+                        .label(format!("expected {form}")),
                     ),
                 }
             }
@@ -818,7 +910,9 @@ impl Cx {
                 None
             }
         };
-        let metric = m.get("metric").and_then(|v| self.typed(v, "metric", |s| values::uint(s, 0, u64::from(u32::MAX))));
+        let metric = m
+            .get("metric")
+            .and_then(|v| self.typed(v, "metric", |s| values::uint(s, 0, u64::from(u32::MAX))));
         let span = m.get("to").map_or(m.span, Y::span);
         let (to, (via, via_span)) = (to?, via?);
         Some((StaticRoute { to, via, metric: metric.map(|v| v as u32), span }, via_span))
@@ -833,14 +927,22 @@ impl Cx {
                 match s.s.as_str() {
                     "frr" => {}
                     "bird" => self.push(
-                        Diagnostic::new("topo::unsupported", s.span, "routing daemon `bird` is not supported yet in topology format v1")
-                            .label("not supported yet")
-                            .help("use `daemon: frr` (the default)"),
+                        Diagnostic::new(
+                            "topo::unsupported",
+                            s.span,
+                            "routing daemon `bird` is not supported yet in topology format v1",
+                        )
+                        .label("not supported yet")
+                        .help("use `daemon: frr` (the default)"),
                     ),
                     other => self.push(
-                        Diagnostic::new("topo::invalid-value", s.span, format!("unknown routing daemon `{other}`"))
-                            .label("expected `frr`")
-                            .help("`frr` is supported; `bird` comes later"),
+                        Diagnostic::new(
+                            "topo::invalid-value",
+                            s.span,
+                            format!("unknown routing daemon `{other}`"),
+                        )
+                        .label("expected `frr`")
+                        .help("`frr` is supported; `bird` comes later"),
                     ),
                 }
             }
@@ -878,16 +980,20 @@ impl Cx {
                 "router_id" => ospf.router_id = self.typed(v, "router_id", values::ipv4),
                 "area" => ospf.area = self.typed(v, "area", area).unwrap_or(ospf.area),
                 "hello_interval" => {
-                    ospf.hello_interval =
-                        self.typed(v, "hello_interval", |s| values::uint(s, 1, 65535)).map_or(ospf.hello_interval, |v| v as u32);
+                    ospf.hello_interval = self
+                        .typed(v, "hello_interval", |s| values::uint(s, 1, 65535))
+                        .map_or(ospf.hello_interval, |v| v as u32);
                 }
                 "dead_interval" => {
-                    dead = self.typed(v, "dead_interval", |s| values::uint(s, 1, 65535)).map(|d| (d as u32, v.span()));
+                    dead = self
+                        .typed(v, "dead_interval", |s| values::uint(s, 1, 65535))
+                        .map(|d| (d as u32, v.span()));
                 }
                 "fast" => ospf.fast = self.typed(v, "fast", values::boolean).unwrap_or(false),
                 "bfd" => ospf.bfd = self.typed(v, "bfd", values::boolean).unwrap_or(false),
                 "redistribute_static" => {
-                    ospf.redistribute_static = self.typed(v, "redistribute_static", values::boolean).unwrap_or(false);
+                    ospf.redistribute_static =
+                        self.typed(v, "redistribute_static", values::boolean).unwrap_or(false);
                 }
                 "bfd_interval" => {
                     if let Some(d) = self.typed(v, "bfd_interval", |s| {
@@ -912,7 +1018,9 @@ impl Cx {
                             if let Some(om) = self.map_of(iv, "ospf interface") {
                                 self.check_keys(om, "an OSPF interface", OSPF_IFACE_KEYS, &[]);
                                 if let Some(cv) = om.get("cost") {
-                                    oi.cost = self.typed(cv, "cost", |s| values::uint(s, 1, 65535)).map(|v| v as u32);
+                                    oi.cost = self
+                                        .typed(cv, "cost", |s| values::uint(s, 1, 65535))
+                                        .map(|v| v as u32);
                                 }
                                 if let Some(pv) = om.get("passive") {
                                     oi.passive = self.typed(pv, "passive", values::boolean).unwrap_or(false);
@@ -935,7 +1043,10 @@ impl Cx {
                         Diagnostic::new(
                             "topo::invalid-value",
                             span,
-                            format!("dead_interval ({d}s) must be longer than hello_interval ({}s)", ospf.hello_interval),
+                            format!(
+                                "dead_interval ({d}s) must be longer than hello_interval ({}s)",
+                                ospf.hello_interval
+                            ),
                         )
                         .label("too short")
                         .help("the usual choice is 4 x hello_interval (FRR needs dead > hello)"),
@@ -965,9 +1076,13 @@ impl Cx {
         let ends = self.seq_of(ev, "endpoints");
         if ends.len() != 2 {
             self.push(
-                Diagnostic::new("topo::invalid-value", ev.span(), format!("a link joins exactly two nodes, found {}", ends.len()))
-                    .label("expected two endpoints")
-                    .help("for more than two nodes, use a network"),
+                Diagnostic::new(
+                    "topo::invalid-value",
+                    ev.span(),
+                    format!("a link joins exactly two nodes, found {}", ends.len()),
+                )
+                .label("expected two endpoints")
+                .help("for more than two nodes, use a network"),
             );
             return;
         }
@@ -989,8 +1104,12 @@ impl Cx {
                     Ok(None) => {}
                     Err(msg) => {
                         self.push(
-                            Diagnostic::new("topo::counter", s.span, format!("invalid counter in endpoint `{}`", s.s))
-                                .label(msg),
+                            Diagnostic::new(
+                                "topo::counter",
+                                s.span,
+                                format!("invalid counter in endpoint `{}`", s.s),
+                            )
+                            .label(msg),
                         );
                         return;
                     }
@@ -1028,7 +1147,9 @@ impl Cx {
                         match &mut items[*i] {
                             Y::Scalar(s) => fix(s),
                             Y::Map(em) => {
-                                if let Some((_, Y::Scalar(s))) = em.entries.iter_mut().find(|(k, _)| k.s == "node") {
+                                if let Some((_, Y::Scalar(s))) =
+                                    em.entries.iter_mut().find(|(k, _)| k.s == "node")
+                                {
                                     fix(s);
                                 }
                             }
@@ -1083,9 +1204,8 @@ impl Cx {
                         }
                     }
                     if let Some(av) = em.get("address") {
-                        end.address = self.typed(av, "address", |s| {
-                            values::ipv4(s.split_once('/').map_or(s, |(a, _)| a))
-                        });
+                        end.address = self
+                            .typed(av, "address", |s| values::ipv4(s.split_once('/').map_or(s, |(a, _)| a)));
                         extra.address_spans[i] = Some(av.span());
                     }
                     end
@@ -1185,7 +1305,13 @@ impl Cx {
                 "loss" | "duplicate" | "reorder" => {
                     let Some(p) = self.typed(v, &k.s, values::percent) else { continue };
                     if !(0.0..=100.0).contains(&p) {
-                        range(self, v.span(), &k.s, format!("{p}% is not between 0% and 100%"), "expected 0% to 100%");
+                        range(
+                            self,
+                            v.span(),
+                            &k.s,
+                            format!("{p}% is not between 0% and 100%"),
+                            "expected 0% to 100%",
+                        );
                         continue;
                     }
                     match k.s.as_str() {
@@ -1228,7 +1354,13 @@ impl Cx {
             }
         }
         if let (Some(_), Some(span), false) = (imp.reorder, reorder_span, delay_given) {
-            range(self, span, "reorder", "reordering sends some packets early, so it needs `delay`".to_owned(), "no delay");
+            range(
+                self,
+                span,
+                "reorder",
+                "reordering sends some packets early, so it needs `delay`".to_owned(),
+                "no delay",
+            );
         }
         imp
     }
@@ -1236,13 +1368,14 @@ impl Cx {
 
 pub fn reserved_address(span: Span, a: Ipv4Addr, subnet: Ipv4Net, related: Option<Span>) -> Diagnostic {
     let which = if a == subnet.network() { "network" } else { "broadcast" };
-    let mut d = Diagnostic::new("topo::reserved-address", span, format!("{a} is the {which} address of {subnet}"))
-        .label(format!("{which} address"))
-        .help(format!(
-            "use a host address between {} and {}",
-            Ipv4Addr::from(u32::from(subnet.network()) + 1),
-            Ipv4Addr::from(u32::from(subnet.broadcast()) - 1)
-        ));
+    let mut d =
+        Diagnostic::new("topo::reserved-address", span, format!("{a} is the {which} address of {subnet}"))
+            .label(format!("{which} address"))
+            .help(format!(
+                "use a host address between {} and {}",
+                Ipv4Addr::from(u32::from(subnet.network()) + 1),
+                Ipv4Addr::from(u32::from(subnet.broadcast()) - 1)
+            ));
     if let Some(r) = related {
         d = d.related(r, "subnet defined here");
     }

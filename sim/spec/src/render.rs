@@ -50,7 +50,9 @@ impl miette::Diagnostic for Report<'_> {
         let primary = self.d.span?;
         let label = (!self.d.label.is_empty()).then(|| self.d.label.clone());
         let mut labels = vec![LabeledSpan::new_primary_with_span(label, source_span(primary))];
-        labels.extend(self.d.related.iter().map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), source_span(*s))));
+        labels.extend(
+            self.d.related.iter().map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), source_span(*s))),
+        );
         Some(Box::new(labels.into_iter()))
     }
 }
@@ -83,7 +85,10 @@ pub fn render_short(diags: &Diagnostics) -> String {
     let mut out = String::new();
     for d in &diags.items {
         match d.span {
-            Some(s) => out.push_str(&format!("{}:{}:{}: {} [{}]\n", diags.source.path, s.line, s.col, d.message, d.code)),
+            Some(s) => out.push_str(&format!(
+                "{}:{}:{}: {} [{}]\n",
+                diags.source.path, s.line, s.col, d.message, d.code
+            )),
             None => out.push_str(&format!("{}: {} [{}]\n", diags.source.path, d.message, d.code)),
         }
     }

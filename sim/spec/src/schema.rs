@@ -142,7 +142,8 @@ pub fn json_schema() -> Value {
     let mut template_props: Map<String, Value> = node_props.as_object().cloned().unwrap_or_default();
     template_props.remove("group");
     template_props.remove("groups");
-    let template_keys: Vec<&str> = parse::NODE_KEYS.iter().copied().filter(|k| *k != "group" && *k != "groups").collect();
+    let template_keys: Vec<&str> =
+        parse::NODE_KEYS.iter().copied().filter(|k| *k != "group" && *k != "groups").collect();
     let template = object(&template_keys, Value::Object(template_props), &[]);
     let network = object(
         parse::NETWORK_KEYS,
@@ -226,7 +227,8 @@ mod tests {
     use super::*;
 
     fn keys(v: &Value) -> Vec<String> {
-        let mut k: Vec<String> = v["properties"].as_object().expect("object schema").keys().cloned().collect();
+        let mut k: Vec<String> =
+            v["properties"].as_object().expect("object schema").keys().cloned().collect();
         k.sort();
         k
     }

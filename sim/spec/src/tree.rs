@@ -90,7 +90,8 @@ impl<'a> LineIndex<'a> {
         let rest = &self.text[start..];
         let line_end = rest.find('\n').unwrap_or(rest.len());
         let line_text = &rest[..line_end];
-        let byte_col = line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i);
+        let byte_col =
+            line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i);
         start + byte_col
     }
 
@@ -98,6 +99,14 @@ impl<'a> LineIndex<'a> {
         let offset = self.offset(m.line(), m.column());
         let len = len.min(self.text.len().saturating_sub(offset));
         Span { offset, len, line: m.line() as u32, col: m.column() as u32 }
+    }
+
+    /// The span of `len` bytes at a byte offset.
+    pub fn span_of_offset(&self, offset: usize, len: usize) -> Span {
+        let offset = offset.min(self.text.len());
+        let line_idx = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let col = self.text[self.starts[line_idx]..offset].chars().count() + 1;
+        Span { offset, len: len.min(self.text.len() - offset), line: line_idx as u32 + 1, col: col as u32 }
     }
 
     /// The extent of the scalar starting at `offset`: a quoted string up to its closing quote,
@@ -150,8 +159,10 @@ pub fn parse(text: &str) -> Result<Map, Diagnostic> {
     let node = parse_yaml_with_options(0, text, opts).map_err(|e| load_error(&idx, &e))?;
     match convert(&idx, &node) {
         Y::Map(m) => Ok(m),
-        other => Err(Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
-            .label("expected `name:`, `networks:`, `nodes:`, ...")),
+        other => {
+            Err(Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
+                .label("expected `name:`, `networks:`, `nodes:`, ..."))
+        }
     }
 }
 
@@ -172,8 +183,8 @@ fn convert(idx: &LineIndex<'_>, node: &Node) -> Y {
             Y::Seq(seq.iter().map(|n| convert(idx, n)).collect(), span)
         }
         Node::Mapping(map) => {
-            let span = map.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
-            let entries = map
+            let mut span = map.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
+            let entries: Vec<(Scalar, Y)> = map
                 .iter()
                 .map(|(k, v)| {
                     let Y::Scalar(key) = convert(idx, &Node::Scalar(k.clone())) else {
@@ -182,6 +193,12 @@ fn convert(idx: &LineIndex<'_>, node: &Node) -> Y {
                     (key, convert(idx, v))
                 })
                 .collect();
+            // A block mapping's start mark can trail its first key; point at the key instead.
+            if let Some((k, _)) = entries.first() {
+                if k.span.offset < span.offset {
+                    span = Span { len: 1, ..k.span };
+                }
+            }
             Y::Map(Map { entries, span })
         }
     }
@@ -194,9 +211,11 @@ fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
             Diagnostic::new("topo::yaml", at(m), "the top level of a topology must be a mapping")
                 .label("expected `name:`, `networks:`, `nodes:`, ...")
         }
-        LoadError::UnexpectedAnchor(m) => Diagnostic::new("topo::yaml", at(m), "YAML anchors and aliases are not supported")
-            .label("anchor here")
-            .help("use `defaults` or `groups` to share settings between nodes"),
+        LoadError::UnexpectedAnchor(m) => {
+            Diagnostic::new("topo::yaml", at(m), "YAML anchors and aliases are not supported")
+                .label("anchor here")
+                .help("use `defaults` or `groups` to share settings between nodes")
+        }
         LoadError::MappingKeyMustBeScalar(m) => {
             Diagnostic::new("topo::yaml", at(m), "mapping keys must be plain strings").label("complex key")
         }
@@ -204,7 +223,14 @@ fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
             Diagnostic::new("topo::yaml", at(m), "YAML tags (`!tag`) are not supported").label("tag here")
         }
         LoadError::ScanError(m, err) => {
-            Diagnostic::new("topo::yaml", at(m), format!("invalid YAML: {}", err.info())).label("here")
+            // Errors found at the end of input point past the text; show the last token.
+            let mut span = at(m);
+            let trimmed = idx.text.trim_end().len();
+            if span.offset >= trimmed && trimmed > 0 {
+                let last = idx.text[..trimmed].chars().next_back().map_or(1, char::len_utf8);
+                span = idx.span_of_offset(trimmed - last, last);
+            }
+            Diagnostic::new("topo::yaml", span, format!("invalid YAML: {}", err.info())).label("here")
         }
         LoadError::DuplicateKey(inner) => {
             let first = inner.prev_key.span().start().map(|m| at(m)).unwrap_or_default();
@@ -212,10 +238,14 @@ fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
             let k = inner.key.as_str();
             let first = Span { len: k.len().min(idx.text.len().saturating_sub(first.offset)), ..first };
             let second = Span { len: k.len().min(idx.text.len().saturating_sub(second.offset)), ..second };
-            Diagnostic::new("topo::duplicate-key", second, format!("key `{k}` is given twice in the same mapping"))
-                .label("second definition")
-                .related(first, "first defined here")
-                .help("remove or rename one of them")
+            Diagnostic::new(
+                "topo::duplicate-key",
+                second,
+                format!("key `{k}` is given twice in the same mapping"),
+            )
+            .label("second definition")
+            .related(first, "first defined here")
+            .help("remove or rename one of them")
         }
     }
 }

@@ -29,10 +29,18 @@ fn duplicate_nodes(t: &Topology, diags: &mut Vec<Diagnostic>) -> HashMap<String,
         if let Some(&first) = index.get(&n.name) {
             let first_span = t.nodes[first].span;
             diags.push(
-                Diagnostic::new("topo::duplicate-name", n.span, format!("node `{}` is defined twice", n.name))
-                    .label(if n.counter.is_some() { "second definition (from this counter)" } else { "second definition" })
-                    .related(first_span, "first defined here")
-                    .help("node names must be unique after counter expansion; rename one or narrow the range"),
+                Diagnostic::new(
+                    "topo::duplicate-name",
+                    n.span,
+                    format!("node `{}` is defined twice", n.name),
+                )
+                .label(if n.counter.is_some() {
+                    "second definition (from this counter)"
+                } else {
+                    "second definition"
+                })
+                .related(first_span, "first defined here")
+                .help("node names must be unique after counter expansion; rename one or narrow the range"),
             );
         } else {
             index.insert(n.name.clone(), i);
@@ -42,7 +50,8 @@ fn duplicate_nodes(t: &Topology, diags: &mut Vec<Diagnostic>) -> HashMap<String,
 }
 
 fn unknown_node(name: &str, span: Span, index: &HashMap<String, usize>) -> Diagnostic {
-    let mut d = Diagnostic::new("topo::unknown-reference", span, format!("unknown node `{name}`")).label("no such node");
+    let mut d = Diagnostic::new("topo::unknown-reference", span, format!("unknown node `{name}`"))
+        .label("no such node");
     if let Some(s) = values::suggest(name, index.keys().map(String::as_str)) {
         d = d.help(format!("did you mean `{s}`?"));
     } else {
@@ -60,10 +69,14 @@ fn links(t: &Topology, index: &HashMap<String, usize>, xs: &[LinkExtra], diags: 
         }
         if l.a.node == l.b.node {
             diags.push(
-                Diagnostic::new("topo::invalid-value", l.b.span, format!("link connects `{}` to itself", l.a.node))
-                    .label("same node on both ends")
-                    .related(l.a.span, "first end")
-                    .help("a link joins two different nodes; use `loopback` for addresses on the node itself"),
+                Diagnostic::new(
+                    "topo::invalid-value",
+                    l.b.span,
+                    format!("link connects `{}` to itself", l.a.node),
+                )
+                .label("same node on both ends")
+                .related(l.a.span, "first end")
+                .help("a link joins two different nodes; use `loopback` for addresses on the node itself"),
             );
         }
         let addrs = [(l.a.address, x.address_spans[0]), (l.b.address, x.address_spans[1])];
@@ -83,9 +96,13 @@ fn links(t: &Topology, index: &HashMap<String, usize>, xs: &[LinkExtra], diags: 
                 let subnet_span = subnet_span.unwrap_or(l.span);
                 if net.prefix_len() > 31 {
                     diags.push(
-                        Diagnostic::new("topo::invalid-value", subnet_span, format!("link subnet {net} has room for one address"))
-                            .label("too small")
-                            .help("a link needs /31 or larger"),
+                        Diagnostic::new(
+                            "topo::invalid-value",
+                            subnet_span,
+                            format!("link subnet {net} has room for one address"),
+                        )
+                        .label("too small")
+                        .help("a link needs /31 or larger"),
                     );
                     continue;
                 }
@@ -135,10 +152,14 @@ fn overlaps(t: &Topology, xs: &[LinkExtra], diags: &mut Vec<Diagnostic>) {
                 // Report at the later position in the file, pointing back at the earlier one.
                 let (first, second) = if a.2.offset <= b.2.offset { (a, b) } else { (b, a) };
                 diags.push(
-                    Diagnostic::new("topo::subnet-overlap", second.2, format!("{} overlaps {}", second.3, first.3))
-                        .label("overlapping subnet")
-                        .related(first.2, "overlaps this one")
-                        .help("every network, static link subnet and the p2p pool need disjoint address ranges"),
+                    Diagnostic::new(
+                        "topo::subnet-overlap",
+                        second.2,
+                        format!("{} overlaps {}", second.3, first.3),
+                    )
+                    .label("overlapping subnet")
+                    .related(first.2, "overlaps this one")
+                    .help("every network, static link subnet and the p2p pool need disjoint address ranges"),
                 );
             }
             if ranges[i].1 > ranges[j].1 {
@@ -151,7 +172,8 @@ fn overlaps(t: &Topology, xs: &[LinkExtra], diags: &mut Vec<Diagnostic>) {
 }
 
 fn addresses(t: &Topology, nodes_x: &[NodeExtra], links_x: &[LinkExtra], diags: &mut Vec<Diagnostic>) {
-    let nets: HashMap<&str, usize> = t.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let nets: HashMap<&str, usize> =
+        t.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut seen: HashMap<Ipv4Addr, Span> = HashMap::new();
     let mut claim = |a: Ipv4Addr, span: Span, diags: &mut Vec<Diagnostic>| {
         if let Some(first) = seen.get(&a) {
@@ -188,7 +210,9 @@ fn addresses(t: &Topology, nodes_x: &[NodeExtra], links_x: &[LinkExtra], diags: 
                     )
                     .label("reserved gateway address")
                     .related(net.gateway_span, "gateway of this network")
-                    .help("pick another address; only a router (`kind: router`) may hold the gateway address"),
+                    .help(
+                        "pick another address; only a router (`kind: router`) may hold the gateway address",
+                    ),
                 );
                 continue;
             }
@@ -283,18 +307,29 @@ fn attachments(t: &Topology, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>)
         let help = match values::suggest(name, list.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
             None if list.is_empty() => format!("node `{node}` has no interfaces or links"),
-            None => format!("attachments of `{node}`: {} (network names, or the peer node of a link)", list.join(", ")),
+            None => format!(
+                "attachments of `{node}`: {} (network names, or the peer node of a link)",
+                list.join(", ")
+            ),
         };
-        Diagnostic::new("topo::unknown-attachment", span, format!("{what} names `{name}`, which `{node}` is not attached to"))
-            .label("not an attachment of this node")
-            .help(help)
+        Diagnostic::new(
+            "topo::unknown-attachment",
+            span,
+            format!("{what} names `{name}`, which `{node}` is not attached to"),
+        )
+        .label("not an attachment of this node")
+        .help(help)
     };
     for ((n, x), have) in t.nodes.iter().zip(nodes_x).zip(&names) {
         if let Some(r) = &n.routing {
             if n.kind != NodeKind::Router {
-                let mut d = Diagnostic::new("topo::routing-on-host", r.span, format!("`{}` runs routing but is a host", n.name))
-                    .label("routing needs a router")
-                    .help("add `kind: router` to the node (routers forward packets; hosts don't)");
+                let mut d = Diagnostic::new(
+                    "topo::routing-on-host",
+                    r.span,
+                    format!("`{}` runs routing but is a host", n.name),
+                )
+                .label("routing needs a router")
+                .help("add `kind: router` to the node (routers forward packets; hosts don't)");
                 if let Some(ks) = x.kind_span {
                     d = d.related(ks, "kind set here");
                 }
@@ -317,14 +352,20 @@ fn attachments(t: &Topology, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>)
 }
 
 fn routes(t: &Topology, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>) {
-    let nets: HashMap<&str, usize> = t.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let nets: HashMap<&str, usize> =
+        t.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let index: HashMap<&str, usize> = t.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     // Connected subnets of each node: its networks, its static link subnets, and the p2p pool
     // when it has a link whose subnet the plan allocates.
     let mut connected: Vec<Vec<Ipv4Net>> = t
         .nodes
         .iter()
-        .map(|n| n.interfaces.iter().filter_map(|i| nets.get(i.network.as_str()).map(|&ni| t.networks[ni].subnet)).collect())
+        .map(|n| {
+            n.interfaces
+                .iter()
+                .filter_map(|i| nets.get(i.network.as_str()).map(|&ni| t.networks[ni].subnet))
+                .collect()
+        })
         .collect();
     for l in &t.links {
         let net = l.subnet.unwrap_or(t.pools.p2p);
@@ -378,7 +419,12 @@ fn glob(pattern: &str, s: &str) -> bool {
     true
 }
 
-fn depends(t: &mut Topology, index: &HashMap<String, usize>, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>) {
+fn depends(
+    t: &mut Topology,
+    index: &HashMap<String, usize>,
+    nodes_x: &[NodeExtra],
+    diags: &mut Vec<Diagnostic>,
+) {
     let count = t.nodes.len();
     // edges[i] = (dependency index, span of the entry that asked for it)
     let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); count];
@@ -393,9 +439,13 @@ fn depends(t: &mut Topology, index: &HashMap<String, usize>, nodes_x: &[NodeExtr
                 }
                 if edges[i].len() == before {
                     diags.push(
-                        Diagnostic::new("topo::unknown-reference", *span, format!("`{dep}` matches no other node"))
-                            .label("pattern matches nothing")
-                            .help("`*` matches any characters; check the node names"),
+                        Diagnostic::new(
+                            "topo::unknown-reference",
+                            *span,
+                            format!("`{dep}` matches no other node"),
+                        )
+                        .label("pattern matches nothing")
+                        .help("`*` matches any characters; check the node names"),
                     );
                 }
                 continue;
@@ -453,7 +503,10 @@ fn depends(t: &mut Topology, index: &HashMap<String, usize>, nodes_x: &[NodeExtr
                         .help("start order needs an acyclic depends_on; remove one of these dependencies");
                         for win in cycle.windows(2) {
                             if let Some(&(_, s)) = edges[win[0]].iter().find(|(j, _)| *j == win[1]) {
-                                d = d.related(s, format!("{} depends on {}", t.nodes[win[0]].name, t.nodes[win[1]].name));
+                                d = d.related(
+                                    s,
+                                    format!("{} depends on {}", t.nodes[win[0]].name, t.nodes[win[1]].name),
+                                );
                             }
                         }
                         diags.push(d);

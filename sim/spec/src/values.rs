@@ -84,10 +84,8 @@ pub fn ipv6(s: &str) -> Result<Ipv6Addr, String> {
 
 /// A subnet in CIDR form whose host bits are zero.
 pub fn subnet4(s: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = s
-        .trim()
-        .parse()
-        .map_err(|_| "an IPv4 subnet in CIDR form such as `10.0.1.0/24`".to_owned())?;
+    let net: Ipv4Net =
+        s.trim().parse().map_err(|_| "an IPv4 subnet in CIDR form such as `10.0.1.0/24`".to_owned())?;
     if net.trunc() != net {
         return Err(format!("a subnet without host bits: did you mean `{}`?", net.trunc()));
     }
