@@ -1,0 +1,449 @@
+//! `topo-chaos`: enforce a [`FaultState`] in the kernel.
+//!
+//! The state is turned into a [`Desired`] description (per-namespace nftables rules, interfaces
+//! that must be down, root qdiscs, userspace delayers); [`enforce`] computes it for the old and
+//! the new state and changes only what differs: a namespace whose rules change gets one atomic
+//! nftables batch; namespaces are handled in parallel by a small pool of threads that `setns`
+//! into them. Semantics are documented in docs/chaos.md.
+
+// The kernel-side crates are the only ones allowed `unsafe` (each block has a SAFETY note).
+#![allow(unsafe_code)]
+
+pub mod conntrack;
+pub mod delayer;
+pub mod impair;
+pub mod nft;
+pub mod nl;
+pub mod rtnl;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Mutex;
+
+use topo_lab::{FaultState, LinkRef};
+use topo_plan::{Attachment, NodePlan, Plan};
+use topo_spec::Impairment;
+
+pub use delayer::DelayerSpec;
+pub use impair::Qdisc;
+pub use nft::{DevRule, NsRules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error(transparent)]
+    Netns(#[from] topo_netns::NetnsError),
+    #[error("{netns}: {what}: {source}")]
+    Kernel { netns: String, what: String, source: io::Error },
+    #[error("{0}")]
+    Tc(String),
+    #[error("impairment delayer: {0}")]
+    Delayer(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{} errors: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ChaosError>),
+}
+
+impl ChaosError {
+    fn kernel(netns: &str, what: impl Into<String>, source: io::Error) -> Self {
+        ChaosError::Kernel { netns: netns.to_owned(), what: what.into(), source }
+    }
+}
+
+/// Signals for node faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeSignal {
+    /// SIGKILL: a crashed host (links stay up).
+    Kill,
+    /// SIGSTOP: a frozen host.
+    Pause,
+    /// SIGCONT.
+    Resume,
+}
+
+/// What the kernel should look like for one fault state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// nftables rules by namespace (namespaces without rules are absent).
+    pub nft: BTreeMap<String, NsRules>,
+    /// (netns, interface) pairs that must be administratively down.
+    pub down: BTreeSet<(String, String)>,
+    /// Root qdiscs by (netns, interface).
+    pub qdiscs: BTreeMap<(String, String), Qdisc>,
+    /// Userspace delayers by (netns, queue number).
+    pub delayers: BTreeMap<(String, u16), DelayerSpec>,
+}
+
+/// Every address of a node that partitions match on: interface and loopback IPv4 addresses and
+/// interface IPv6 addresses. DHCP-assigned addresses are not in the plan and are not matched.
+pub fn node_addrs(n: &NodePlan) -> BTreeSet<IpAddr> {
+    let mut out: BTreeSet<IpAddr> = n.addresses().map(IpAddr::V4).collect();
+    for i in &n.interfaces {
+        out.extend(i.addresses6.iter().map(|a| IpAddr::V6(a.addr())));
+    }
+    out
+}
+
+/// The (netns, interface) ends of a link reference: both veth ends of every p2p link between
+/// the two nodes, or the node's interface on a network and its bridge port in the fabric.
+pub fn link_ends(plan: &Plan, link: &LinkRef) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match link {
+        LinkRef::P2p { a, b } => {
+            for l in &plan.links {
+                if (l.a.node == *a && l.b.node == *b) || (l.a.node == *b && l.b.node == *a) {
+                    for end in [&l.a, &l.b] {
+                        if let Some(n) = plan.node(&end.node) {
+                            out.push((n.netns.clone(), end.iface.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        LinkRef::Lan { node, network } => {
+            if let Some(n) = plan.node(node) {
+                for i in &n.interfaces {
+                    if let Attachment::Network { network: net, port, .. } = &i.attachment {
+                        if net == network {
+                            out.push((n.netns.clone(), i.name.clone()));
+                            out.push((plan.fabric.netns.clone(), port.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// NFQUEUE number of a link direction (unique within a lab).
+fn queue_of(link_index: usize, from_a: bool) -> u16 {
+    (1000 + 2 * link_index + usize::from(!from_a)).min(u16::MAX as usize) as u16
+}
+
+fn ppm(pct: Option<f64>) -> u32 {
+    pct.map_or(0, |p| (p.clamp(0.0, 100.0) * 10_000.0).round() as u32)
+}
+
+/// The impairment in force on each direction of each link: the runtime one if set, else the
+/// topology file's.
+fn effective_impairment(state: &FaultState, from: &str, to: &str, file: &Impairment) -> Impairment {
+    state.impairments.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(*file)
+}
+
+/// Compute what the kernel should look like. `netem` selects the impairment back end.
+pub fn desired(plan: &Plan, state: &FaultState, netem: bool) -> Desired {
+    let mut d = Desired::default();
+    let by_name: BTreeMap<&str, &NodePlan> = plan.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+
+    // Partitions and grudges: drop `from`'s sources on delivery to `to`.
+    for (from, to) in &state.drops {
+        let (Some(f), Some(t)) = (by_name.get(from.as_str()), by_name.get(to.as_str())) else { continue };
+        d.nft.entry(t.netns.clone()).or_default().drop_from.extend(node_addrs(f));
+    }
+
+    // Impairments per direction.
+    for l in &plan.links {
+        for (s, r, file, from_a) in [(&l.a, &l.b, &l.impair_ab, true), (&l.b, &l.a, &l.impair_ba, false)] {
+            let imp = effective_impairment(state, &s.node, &r.node, file);
+            if imp.is_none() {
+                continue;
+            }
+            let (Some(sn), Some(rn)) = (by_name.get(s.node.as_str()), by_name.get(r.node.as_str())) else {
+                continue;
+            };
+            if netem {
+                d.qdiscs.insert((sn.netns.clone(), s.iface.clone()), Qdisc::Netem(imp));
+                continue;
+            }
+            if let Some(loss) = imp.loss.filter(|l| *l > 0.0) {
+                let per_10000 = (loss.clamp(0.0, 100.0) * 100.0).round() as u32;
+                d.nft
+                    .entry(rn.netns.clone())
+                    .or_default()
+                    .ingress
+                    .insert(r.iface.clone(), DevRule::Loss { per_10000 });
+            }
+            if let Some(rate) = imp.rate {
+                d.qdiscs.insert((sn.netns.clone(), s.iface.clone()), Qdisc::Tbf(rate));
+            }
+            let spec = DelayerSpec {
+                delay_us: imp.delay.map_or(0, |x| x.as_micros() as u64),
+                jitter_us: imp.jitter.map_or(0, |x| x.as_micros() as u64),
+                duplicate_ppm: ppm(imp.duplicate),
+                reorder_ppm: ppm(imp.reorder),
+            };
+            if spec.delay_us > 0 || spec.jitter_us > 0 || spec.duplicate_ppm > 0 {
+                let q = queue_of(l.index, from_a);
+                d.nft.entry(rn.netns.clone()).or_default().queues.insert(r.iface.clone(), q);
+                d.delayers.insert((rn.netns.clone(), q), spec);
+            }
+        }
+    }
+
+    // Silent cuts: drop everything arriving on both ends (overrides loss on that device).
+    for link in &state.links_cut {
+        for (ns, dev) in link_ends(plan, link) {
+            d.nft.entry(ns).or_default().ingress.insert(dev, DevRule::Cut);
+        }
+    }
+
+    // Carrier loss and stopped nodes.
+    for link in &state.links_down {
+        d.down.extend(link_ends(plan, link));
+    }
+    for n in &state.nodes_stopped {
+        if let Some(np) = by_name.get(n.as_str()) {
+            for i in &np.interfaces {
+                d.down.insert((np.netns.clone(), i.name.clone()));
+            }
+        }
+    }
+    d
+}
+
+/// Which impairment back end this lab uses (probed once per process).
+pub fn netem_for(plan: &Plan) -> bool {
+    match plan.nodes.first() {
+        Some(n) => impair::netem_available(&n.netns),
+        None => false,
+    }
+}
+
+/// Work for one namespace.
+#[derive(Debug, Default)]
+struct NsWork {
+    nft: Option<NsRules>,
+    flush_from: BTreeSet<IpAddr>,
+    down: Vec<String>,
+    up: Vec<String>,
+    qdiscs: Vec<(String, Option<Qdisc>)>,
+    /// The node whose planned addresses and routes to restore on `up` interfaces.
+    node: Option<String>,
+}
+
+fn diff(plan: &Plan, old: &Desired, new: &Desired) -> BTreeMap<String, NsWork> {
+    let mut work: BTreeMap<String, NsWork> = BTreeMap::new();
+    let empty = NsRules::default();
+    let spaces: BTreeSet<&String> = old.nft.keys().chain(new.nft.keys()).collect();
+    for ns in spaces {
+        let o = old.nft.get(ns).unwrap_or(&empty);
+        let n = new.nft.get(ns).unwrap_or(&empty);
+        if o != n {
+            let w = work.entry(ns.clone()).or_default();
+            w.nft = Some(n.clone());
+            w.flush_from = n.drop_from.difference(&o.drop_from).copied().collect();
+        }
+    }
+    for (ns, dev) in new.down.difference(&old.down) {
+        work.entry(ns.clone()).or_default().down.push(dev.clone());
+    }
+    for (ns, dev) in old.down.difference(&new.down) {
+        work.entry(ns.clone()).or_default().up.push(dev.clone());
+    }
+    let keys: BTreeSet<&(String, String)> = old.qdiscs.keys().chain(new.qdiscs.keys()).collect();
+    for k in keys {
+        let (o, n) = (old.qdiscs.get(k), new.qdiscs.get(k));
+        if o != n {
+            work.entry(k.0.clone()).or_default().qdiscs.push((k.1.clone(), n.copied()));
+        }
+    }
+    for (ns, w) in &mut work {
+        w.node = plan.nodes.iter().find(|n| n.netns == *ns).map(|n| n.name.clone());
+    }
+    work
+}
+
+/// Run `f` inside each namespace of `items`, on a pool of threads that `setns` into them in
+/// turn; returns the errors of all of them.
+fn parallel<T: Sync>(
+    items: &[(String, T)],
+    f: impl Fn(&str, &T) -> Result<(), ChaosError> + Sync,
+) -> Vec<ChaosError> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let workers = items.len().min(8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((ns, item)) = items.get(i) else { break };
+                let res = topo_netns::Netns::open(ns).map_err(ChaosError::from).and_then(|h| {
+                    nix::sched::setns(h.fd().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| ChaosError::kernel(ns, "setns", io::Error::from_raw_os_error(e as i32)))?;
+                    f(ns, item)
+                });
+                if let Err(e) = res {
+                    errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+                }
+            });
+        }
+    });
+    errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn into_result(mut errs: Vec<ChaosError>) -> Result<(), ChaosError> {
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(errs.remove(0)),
+        _ => Err(ChaosError::Many(errs)),
+    }
+}
+
+/// Make the kernel go from `old` to `new`, touching only what changes.
+fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Result<(), ChaosError> {
+    let mut errors = Vec::new();
+
+    // Delayers first, so a queue rule never points at a missing listener for longer than needed
+    // (with bypass that would only mean undelayed traffic). Restart dead ones too.
+    for (k, spec) in &old.delayers {
+        if new.delayers.get(k) != Some(spec) {
+            impair::stop_delayer(state_dir, &k.0, k.1);
+        }
+    }
+    for ((ns, q), spec) in &new.delayers {
+        let unchanged = old.delayers.get(&(ns.clone(), *q)) == Some(spec);
+        if unchanged && impair::running_delayer(state_dir, ns, *q).is_some() {
+            continue;
+        }
+        if let Err(e) = impair::start_delayer(state_dir, ns, *q, spec) {
+            errors.push(e);
+        }
+    }
+
+    let work: Vec<(String, NsWork)> = diff(plan, old, new).into_iter().collect();
+    // Phase 1: rules, links down and up, qdiscs.
+    errors.extend(parallel(&work, |ns, w| {
+        if let Some(rules) = &w.nft {
+            nft::apply(rules).map_err(|e| ChaosError::kernel(ns, "nftables batch", e))?;
+            if !w.flush_from.is_empty() {
+                let n = conntrack::delete_involving(&w.flush_from)
+                    .map_err(|e| ChaosError::kernel(ns, "conntrack delete", e))?;
+                tracing::debug!(netns = ns, deleted = n, "conntrack entries cut");
+            }
+        }
+        if !w.down.is_empty() || !w.up.is_empty() {
+            let mut sock = rtnl::open().map_err(|e| ChaosError::kernel(ns, "rtnetlink", e))?;
+            for dev in &w.down {
+                rtnl::set_link_up(&mut sock, dev, false).map_err(|e| ChaosError::kernel(ns, "link", e))?;
+            }
+            for dev in &w.up {
+                rtnl::set_link_up(&mut sock, dev, true).map_err(|e| ChaosError::kernel(ns, "link", e))?;
+            }
+        }
+        for (dev, q) in &w.qdiscs {
+            impair::set_qdisc(ns, dev, q.as_ref()).map_err(ChaosError::Tc)?;
+        }
+        Ok(())
+    }));
+    // Phase 2, once every end is up: put back addresses and routes the kernel flushed.
+    let restores: Vec<(String, (String, Vec<String>))> = work
+        .iter()
+        .filter_map(|(ns, w)| Some((ns.clone(), (w.node.clone()?, w.up.clone()))))
+        .filter(|(_, (_, up))| !up.is_empty())
+        .collect();
+    errors.extend(parallel(&restores, |ns, (node, ups)| {
+        let Some(np) = plan.node(node) else { return Ok(()) };
+        let mut sock = rtnl::open().map_err(|e| ChaosError::kernel(ns, "rtnetlink", e))?;
+        for dev in ups {
+            rtnl::restore_iface(&mut sock, np, dev).map_err(|e| ChaosError::kernel(ns, "restore", e))?;
+        }
+        Ok(())
+    }));
+    into_result(errors)
+}
+
+/// Make the kernel match `new`, given that it matched `old`.
+pub fn enforce(plan: &Plan, state_dir: &Path, old: &FaultState, new: &FaultState) -> Result<(), ChaosError> {
+    let netem = netem_for(plan);
+    apply_diff(plan, state_dir, &desired(plan, old, netem), &desired(plan, new, netem))
+}
+
+/// Apply the topology file's impairments (`LinkPlan.impair_ab/ba`) on a fresh lab.
+pub fn apply_static_impairments(plan: &Plan, state_dir: &Path) -> Result<(), ChaosError> {
+    let netem = netem_for(plan);
+    apply_diff(plan, state_dir, &Desired::default(), &desired(plan, &FaultState::default(), netem))
+}
+
+/// Signal every process inside a node (kill, pause, resume). topo's own helpers running there
+/// (the delayer, started as `topo __<name>`) are spared: they emulate the wire, not the host.
+/// Returns the pids signalled.
+pub fn node_signal(plan: &Plan, node: &str, sig: NodeSignal) -> Result<Vec<i32>, ChaosError> {
+    let n = plan.node(node).ok_or_else(|| ChaosError::Invalid(format!("unknown node {node}")))?;
+    let ns = topo_netns::Netns::open(&n.netns)?;
+    let inode = ns.inode().map_err(|e| ChaosError::kernel(&n.netns, "inode", e))?;
+    let signal = match sig {
+        NodeSignal::Kill => nix::sys::signal::Signal::SIGKILL,
+        NodeSignal::Pause => nix::sys::signal::Signal::SIGSTOP,
+        NodeSignal::Resume => nix::sys::signal::Signal::SIGCONT,
+    };
+    let me = std::process::id() as i32;
+    let mut done = Vec::new();
+    for pid in topo_netns::pids_in_netns(inode) {
+        if pid == me || is_topo_helper(pid) {
+            continue;
+        }
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            Ok(()) => done.push(pid),
+            Err(nix::Error::ESRCH) => {}
+            Err(e) => {
+                return Err(ChaosError::kernel(&n.netns, format!("signal pid {pid}"), io::Error::from_raw_os_error(e as i32)))
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn is_topo_helper(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let mut args = c.split(|b| *b == 0);
+        let _argv0 = args.next();
+        args.next().is_some_and(|a| a.starts_with(b"__"))
+    })
+}
+
+/// Remove the chaos layer's userspace and firewall state from a lab (at down): kill the delayers
+/// and delete the nftables tables in every namespace, without knowing the previous fault state.
+/// Links, qdiscs and addresses go away with the namespaces; to undo faults in a lab that stays
+/// up, call [`enforce`] from the journaled state to the empty one. Collects all errors.
+pub fn clear(plan: &Plan, state_dir: &Path) -> Result<(), Vec<ChaosError>> {
+    let mut errors = Vec::new();
+    impair::stop_all_delayers(state_dir);
+    let mut spaces: Vec<(String, ())> = plan.nodes.iter().map(|n| (n.netns.clone(), ())).collect();
+    spaces.push((plan.fabric.netns.clone(), ()));
+    spaces.retain(|(ns, ())| topo_netns::exists(ns));
+    errors.extend(parallel(&spaces, |ns, ()| {
+        nft::apply(&NsRules::default()).map_err(|e| ChaosError::kernel(ns, "remove nftables tables", e))
+    }));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Clean up after a lab from names only (no plan, no state dir): kill delayers running in any
+/// of its namespaces. The nftables tables and qdiscs die with the namespaces.
+pub fn gc_lab(lab: &str) {
+    let prefix_node = format!("topo-{lab}.");
+    let fabric = format!("topo-{lab}");
+    let Ok(names) = topo_netns::list() else { return };
+    for name in names.iter().filter(|n| n.starts_with(&prefix_node) || **n == fabric) {
+        if let Ok(ns) = topo_netns::Netns::open(name) {
+            if let Ok(inode) = ns.inode() {
+                impair::kill_delayers_in(inode);
+            }
+        }
+    }
+}
+
+/// Run the delayer if `args` asks for it (`__delayer ...`); used by the `topo` binary.
+pub fn delayer_main(args: &[String]) -> i32 {
+    delayer::main(args)
+}
