@@ -31,7 +31,7 @@ impl Range {
 
 /// Find a `{a..b}` range in a name. `Ok(None)` when there is none.
 pub fn parse_range(s: &str) -> Result<Option<Range>, String> {
-    let Some(open) = s.find("{") else { return Ok(None) };
+    let Some(open) = s.find('{') else { return Ok(None) };
     let Some(close_rel) = s[open..].find('}') else {
         return Err("a counter range looks like `name-{1..5}`; the `}` is missing".to_owned());
     };

@@ -4,6 +4,9 @@
 //! Pure: no I/O besides what the caller passes in, no root, no kernel.
 //! The format is documented in `docs/topology.md`.
 
+// `match` with a `None` arm that reports an error reads better than `if let ... else` here.
+#![allow(clippy::single_match_else, clippy::many_single_char_names)]
+
 pub mod diag;
 mod expand;
 pub mod ir;
@@ -29,7 +32,7 @@ pub const MAX_NAME: usize = parse::MAX_NAME;
 /// Parse, expand and validate a topology from text. `path` is used in diagnostics only.
 pub fn parse_str(path: &str, text: &str) -> Result<Topology, Diagnostics> {
     let source = || SourceFile::new(path, text);
-    let root = tree::parse(text).map_err(|d| Diagnostics { source: source(), items: vec![d] })?;
+    let root = tree::parse(text).map_err(|d| Diagnostics { source: source(), items: vec![*d] })?;
     let parse::Parsed { mut topology, nodes, links, mut diags } = parse::parse(&root);
     validate::validate(&mut topology, &nodes, &links, &mut diags);
     if diags.is_empty() {

@@ -706,9 +706,7 @@ impl Cx {
                             }
                             if let Some(val) = self.scalar(lv, "label value") {
                                 node.labels.insert(lk.s.clone(), val.s.clone());
-                            } else if !lv.is_null() {
-                                continue;
-                            } else {
+                            } else if lv.is_null() {
                                 node.labels.insert(lk.s.clone(), String::new());
                             }
                         }
@@ -1168,10 +1166,7 @@ impl Cx {
     }
 
     fn link(&mut self, span: Span, m: &Map) -> Option<(Link, LinkExtra)> {
-        let ends = match m.get("endpoints") {
-            Some(Y::Seq(items, _)) => items,
-            _ => return None,
-        };
+        let Some(Y::Seq(ends, _)) = m.get("endpoints") else { return None };
         let mut extra = LinkExtra::default();
         let mut parsed = Vec::with_capacity(2);
         for (i, e) in ends.iter().enumerate() {

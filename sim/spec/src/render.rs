@@ -1,7 +1,7 @@
 //! Rendering diagnostics: miette's graphical report (snippet, caret, help) for people, JSON
 //! for tools.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
@@ -67,16 +67,16 @@ pub fn render(diags: &Diagnostics, color: bool) -> String {
     for d in &diags.items {
         let report = Report { d, source: NamedSource::new(&diags.source.path, text.clone()) };
         if handler.render_report(&mut out, &report).is_err() {
-            out.push_str(&format!("{}: {d}\n", diags.source.path));
+            let _ = writeln!(out, "{}: {d}", diags.source.path);
         }
         // Spanless diagnostics have no snippet carrying the location; name the file instead.
         if d.span.is_none() {
-            out.push_str(&format!("  in {}\n", diags.source.path));
+            let _ = writeln!(out, "  in {}", diags.source.path);
         }
         out.push('\n');
     }
     let n = diags.items.len();
-    out.push_str(&format!("{}: {n} error{}\n", diags.source.path, if n == 1 { "" } else { "s" }));
+    let _ = writeln!(out, "{}: {n} error{}", diags.source.path, if n == 1 { "" } else { "s" });
     out
 }
 
@@ -84,13 +84,12 @@ pub fn render(diags: &Diagnostics, color: bool) -> String {
 pub fn render_short(diags: &Diagnostics) -> String {
     let mut out = String::new();
     for d in &diags.items {
-        match d.span {
-            Some(s) => out.push_str(&format!(
-                "{}:{}:{}: {} [{}]\n",
-                diags.source.path, s.line, s.col, d.message, d.code
-            )),
-            None => out.push_str(&format!("{}: {} [{}]\n", diags.source.path, d.message, d.code)),
-        }
+        let _ = match d.span {
+            Some(s) => {
+                writeln!(out, "{}:{}:{}: {} [{}]", diags.source.path, s.line, s.col, d.message, d.code)
+            }
+            None => writeln!(out, "{}: {} [{}]", diags.source.path, d.message, d.code),
+        };
     }
     out
 }

@@ -153,16 +153,16 @@ impl<'a> LineIndex<'a> {
 }
 
 /// Parse YAML text into a [`Y`] tree. The top level must be a mapping.
-pub fn parse(text: &str) -> Result<Map, Diagnostic> {
+pub fn parse(text: &str) -> Result<Map, Box<Diagnostic>> {
     let idx = LineIndex::new(text);
     let opts = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
-    let node = parse_yaml_with_options(0, text, opts).map_err(|e| load_error(&idx, &e))?;
+    let node = parse_yaml_with_options(0, text, opts).map_err(|e| Box::new(load_error(&idx, &e)))?;
     match convert(&idx, &node) {
         Y::Map(m) => Ok(m),
-        other => {
-            Err(Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
-                .label("expected `name:`, `networks:`, `nodes:`, ..."))
-        }
+        other => Err(Box::new(
+            Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
+                .label("expected `name:`, `networks:`, `nodes:`, ..."),
+        )),
     }
 }
 
@@ -233,8 +233,8 @@ fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
             Diagnostic::new("topo::yaml", span, format!("invalid YAML: {}", err.info())).label("here")
         }
         LoadError::DuplicateKey(inner) => {
-            let first = inner.prev_key.span().start().map(|m| at(m)).unwrap_or_default();
-            let second = inner.key.span().start().map(|m| at(m)).unwrap_or_default();
+            let first = inner.prev_key.span().start().map(&at).unwrap_or_default();
+            let second = inner.key.span().start().map(&at).unwrap_or_default();
             let k = inner.key.as_str();
             let first = Span { len: k.len().min(idx.text.len().saturating_sub(first.offset)), ..first };
             let second = Span { len: k.len().min(idx.text.len().saturating_sub(second.offset)), ..second };

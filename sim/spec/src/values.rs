@@ -107,7 +107,7 @@ pub fn addr_or_net4(s: &str) -> Result<Ipv4Net, String> {
     if s.contains('/') {
         s.parse().map_err(|_| "an IPv4 address or prefix such as `10.0.0.1` or `10.0.0.1/32`".to_owned())
     } else {
-        ipv4(s).map(|a| Ipv4Net::from(a))
+        ipv4(s).map(Ipv4Net::from)
     }
 }
 
