@@ -187,7 +187,7 @@ pub fn suggest<'a>(s: &str, candidates: impl IntoIterator<Item = &'a str>) -> Op
         .into_iter()
         .map(|c| (edit_distance(s, c), c))
         .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
+        .min_by_key(|&(d, c)| (d, c))
         .map(|(_, c)| c)
 }
 
