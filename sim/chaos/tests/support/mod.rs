@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::missing_panics_doc, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -225,8 +225,17 @@ impl TestLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    pub fn operstate(&self, node: &str, iface: &str) -> String {
-        self.sh(node, &format!("cat /sys/class/net/{iface}/operstate")).trim().to_owned()
+    /// The interface's operstate as the node sees it in /sys, polled for up to 3 s until it
+    /// equals `want` (the kernel updates operstate asynchronously).
+    pub fn operstate(&self, node: &str, iface: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let s = self.sh(node, &format!("cat /sys/class/net/{iface}/operstate")).trim().to_owned();
+            if s == want || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
