@@ -21,5 +21,10 @@ pub enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print diagnostics as JSON on stdout (an array of objects with file, code, message, span, help).
+        #[arg(long)]
+        json: bool,
     },
+    /// Print the JSON Schema of the topology format (for editor validation of topology files).
+    Schema,
 }

@@ -34,10 +34,6 @@ fn source_span(s: Span) -> SourceSpan {
 }
 
 impl miette::Diagnostic for Report<'_> {
-    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        Some(Box::new(self.d.code))
-    }
-
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
         self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
@@ -57,7 +53,8 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
-/// Render all diagnostics of a file, miette style, followed by a one-line summary.
+/// Render all diagnostics of a file, miette style (each headed by `error[code]: file:line:col`),
+/// followed by a one-line summary.
 /// `color: false` gives plain ASCII art with no escape codes (stable for snapshots).
 pub fn render(diags: &Diagnostics, color: bool) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::none() };
@@ -65,13 +62,15 @@ pub fn render(diags: &Diagnostics, color: bool) -> String {
     let mut out = String::new();
     let text: String = diags.source.text.to_string();
     for d in &diags.items {
+        // Our own first line: the code and the primary `file:line:col` (miette orders snippets
+        // by position, so a related span earlier in the file would otherwise come first).
+        let _ = match d.span {
+            Some(s) => writeln!(out, "error[{}]: {}:{}:{}", d.code, diags.source.path, s.line, s.col),
+            None => writeln!(out, "error[{}]: {}", d.code, diags.source.path),
+        };
         let report = Report { d, source: NamedSource::new(&diags.source.path, text.clone()) };
         if handler.render_report(&mut out, &report).is_err() {
             let _ = writeln!(out, "{}: {d}", diags.source.path);
-        }
-        // Spanless diagnostics have no snippet carrying the location; name the file instead.
-        if d.span.is_none() {
-            let _ = writeln!(out, "  in {}", diags.source.path);
         }
         out.push('\n');
     }

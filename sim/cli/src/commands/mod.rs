@@ -1,12 +1,13 @@
 //! Subcommand implementations. Each returns an exit code from [`crate::exit_code`].
 
+mod schema;
+mod validate;
+
 use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Validate { files } => {
-            let _ = files;
-            crate::exit_code::OK
-        }
+        Command::Validate { files, json } => validate::run(&files, json),
+        Command::Schema => schema::run(),
     }
 }

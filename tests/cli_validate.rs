@@ -1,0 +1,101 @@
+//! `topo validate` and `topo schema` as a user runs them: the built binary, exit codes,
+//! diagnostics on stderr with `file:line:col`, JSON on stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn topo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run topo")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn valid_files_exit_zero() {
+    let out = topo(&["validate", "topologies/lan.yaml", "topologies/multi-dc.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("topologies/lan.yaml: ok"), "{stderr}");
+    assert!(stderr.contains("topologies/multi-dc.yaml: ok"), "{stderr}");
+}
+
+#[test]
+fn every_example_topology_validates() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("topologies"))
+        .expect("topologies/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.strip_prefix(root()).unwrap_or(&p).display().to_string())
+        .collect();
+    files.sort();
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = topo(&args);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn invalid_file_exits_three_with_located_diagnostics() {
+    let file = "fixtures/topology/invalid/duplicate-address.yaml";
+    let out = topo(&["validate", "topologies/lan.yaml", file]);
+    assert_eq!(out.status.code(), Some(3), "one invalid file makes the whole run fail");
+    let stderr = text(&out.stderr);
+    // file:line:col of the second use of 10.0.0.10 (line 9), the snippet and the hint.
+    assert!(stderr.contains(&format!("{file}:9:")), "no file:line:col in:\n{stderr}");
+    assert!(stderr.contains("address 10.0.0.10 is used twice"), "{stderr}");
+    assert!(stderr.contains("help:"), "{stderr}");
+    assert!(stderr.contains("error[topo::duplicate-address]"), "{stderr}");
+    assert!(out.stdout.is_empty(), "diagnostics go to stderr, stdout stays clean");
+}
+
+#[test]
+fn json_diagnostics_on_stdout() {
+    let file = "fixtures/topology/invalid/dependency-cycle.yaml";
+    let out = topo(&["validate", "--json", file]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let items = v.as_array().expect("a JSON array");
+    assert!(!items.is_empty());
+    for item in items {
+        assert_eq!(item["file"], file);
+        assert!(item["span"]["line"].as_u64().is_some_and(|l| l >= 1), "{item}");
+    }
+    assert!(items.iter().any(|i| i["code"] == "topo::dependency-cycle"));
+
+    let ok = topo(&["validate", "--json", "topologies/lan.yaml"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).expect("JSON"), serde_json::json!([]));
+}
+
+#[test]
+fn missing_file_is_invalid_input() {
+    let out = topo(&["validate", "does/not/exist.yaml"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("cannot read does/not/exist.yaml"));
+}
+
+#[test]
+fn schema_describes_the_format() {
+    let out = topo(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    assert_eq!(v["type"], "object");
+    assert_eq!(v["additionalProperties"], false);
+    for key in ["name", "networks", "nodes", "links", "defaults", "groups", "pools"] {
+        assert!(v["properties"].get(key).is_some(), "schema lacks `{key}`");
+    }
+    let node = &v["properties"]["nodes"]["additionalProperties"]["anyOf"][0];
+    assert!(node["properties"].get("depends_on").is_some());
+    assert!(Path::new(env!("CARGO_BIN_EXE_topo")).exists());
+}
