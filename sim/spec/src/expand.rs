@@ -81,11 +81,12 @@ pub fn substitute(s: &str, n: Option<i64>) -> Result<Option<String>, String> {
         let value = if expr.is_empty() {
             Some(n)
         } else {
-            let (op, k) = expr.split_at(1);
-            match (op, k.trim().parse::<i64>()) {
-                ("+", Ok(k)) => n.checked_add(k),
-                ("-", Ok(k)) => n.checked_sub(k),
-                ("*", Ok(k)) => n.checked_mul(k),
+            let mut chars = expr.chars();
+            let op = chars.next();
+            match (op, chars.as_str().trim().parse::<i64>()) {
+                (Some('+'), Ok(k)) => n.checked_add(k),
+                (Some('-'), Ok(k)) => n.checked_sub(k),
+                (Some('*'), Ok(k)) => n.checked_mul(k),
                 _ => {
                     return Err(format!(
                         "`{{n{expr}}}` is not a counter expression; use `{{n}}`, `{{n+K}}`, `{{n-K}}` or `{{n*K}}`"
@@ -189,6 +190,7 @@ mod tests {
         assert!(substitute("{n/2}", Some(1)).is_err());
         assert!(substitute("{n+1", Some(1)).is_err());
         assert!(substitute("{n*9223372036854775807}", Some(2)).is_err());
+        assert!(substitute("{n\u{fffd}10}", Some(2)).is_err(), "multi-byte operator");
     }
 
     fn map(text: &str) -> Map {

@@ -97,7 +97,11 @@ impl<'a> LineIndex<'a> {
 
     pub fn span_at(&self, m: &Marker, len: usize) -> Span {
         let offset = self.offset(m.line(), m.column());
-        let len = len.min(self.text.len().saturating_sub(offset));
+        let mut end = (offset + len).min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end += 1;
+        }
+        let len = end - offset;
         Span { offset, len, line: m.line() as u32, col: m.column() as u32 }
     }
 
@@ -106,7 +110,11 @@ impl<'a> LineIndex<'a> {
         let offset = offset.min(self.text.len());
         let line_idx = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
         let col = self.text[self.starts[line_idx]..offset].chars().count() + 1;
-        Span { offset, len: len.min(self.text.len() - offset), line: line_idx as u32 + 1, col: col as u32 }
+        let mut end = (offset + len).min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end += 1;
+        }
+        Span { offset, len: end - offset, line: line_idx as u32 + 1, col: col as u32 }
     }
 
     /// The extent of the scalar starting at `offset`: a quoted string up to its closing quote,
