@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use topo_spec::{
-    AddrSpec, Impairment, Interface, Link, LinkEnd, Network, Node, NodeKind, Pools, Span, StaticRoute, Topology,
+    AddrSpec, Impairment, Interface, Link, LinkEnd, Network, Node, NodeKind, Pools, Span, StaticRoute,
+    Topology,
 };
 
 /// A distinct, recognisable span per call site: line `line`.
