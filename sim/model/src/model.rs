@@ -1,0 +1,506 @@
+//! The evaluated model: forwarding tables of every node under a fault state, and packet walks
+//! through them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use topo_lab::{
+    FaultState, Hop, LabError, NatResult, PairOutcome, PathResult, Proto, ReachMatrix, ReachRequest,
+};
+use topo_plan::{Plan, RouteOrigin};
+
+use crate::fib::{Fib, FibRoute, Origin, Route};
+use crate::net::Net;
+use crate::ospf::ospf_routes;
+
+/// Initial TTL of every probe (Linux `net.ipv4.ip_default_ttl`).
+pub const INITIAL_TTL: u8 = 64;
+
+/// One packet's journey in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Walk {
+    pub from: String,
+    pub dst: Ipv4Addr,
+    pub delivered: bool,
+    /// The node the packet was delivered to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<String>,
+    /// The node where it was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Routers traversed (ingress address), then the destination (its address).
+    pub hops: Vec<Hop>,
+    /// Source address chosen by the sender (address of the outgoing interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_src: Option<Ipv4Addr>,
+    /// Source address as the receiver (or the node that dropped it) saw it, after NAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_src: Option<Ipv4Addr>,
+}
+
+/// Forwarding decision of one node for one destination address (cached per destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Unknown,
+    Local,
+    Out { egress: u32, next: u32, ingress: u32 },
+    Drop(Why),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    NoRoute,
+    NextHop(Ipv4Addr),
+    Cut(u32),
+    Loss(u32),
+    NotForwarding,
+    Ttl,
+    Filtered(u32),
+    NoResponder,
+    ReplySrc(Ipv4Addr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Nat {
+    node: usize,
+    new: Ipv4Addr,
+    orig: Ipv4Addr,
+}
+
+/// Result of one leg, with node indices.
+#[derive(Debug, Clone)]
+struct Leg {
+    /// Ok(node delivered to) or Err((node dropped at, why)).
+    end: Result<usize, (usize, Why)>,
+    sent_src: Option<Ipv4Addr>,
+    observed_src: Option<Ipv4Addr>,
+    nats: Vec<Nat>,
+    /// Nodes that saw the packet (only tracked when some interface masquerades).
+    seen: Vec<usize>,
+}
+
+/// Per-destination decision cache; one per thread of walks.
+#[derive(Debug, Default)]
+struct Cache {
+    slot: HashMap<Ipv4Addr, usize>,
+    table: Vec<Vec<Decision>>,
+}
+
+impl Cache {
+    fn slot(&mut self, dst: Ipv4Addr, n: usize) -> usize {
+        let next = self.table.len();
+        let s = *self.slot.entry(dst).or_insert(next);
+        if s == next {
+            self.table.push(vec![Decision::Unknown; n]);
+        }
+        s
+    }
+}
+
+/// The model of a plan under a fault state. Immutable once built; build a new one after a
+/// fault (it is cheap: the forwarding tables are all it computes up front).
+#[derive(Debug, Clone)]
+pub struct Model {
+    net: Net,
+    fibs: Vec<Fib>,
+    any_masquerade: bool,
+}
+
+impl Model {
+    /// Evaluate `plan` under `faults` (no node killed).
+    pub fn new(plan: &Plan, faults: &FaultState) -> Self {
+        Self::with_killed(plan, faults, &BTreeSet::new())
+    }
+
+    /// Evaluate with some nodes' processes killed (`NodeKill` leaves no trace in
+    /// [`FaultState`], so the caller tracks it; [`crate::ModelLab`] does).
+    pub fn with_killed(plan: &Plan, faults: &FaultState, killed: &BTreeSet<String>) -> Self {
+        let net = Net::new(plan, faults, killed);
+        let mut ospf = ospf_routes(plan, &net);
+        let mut fibs = Vec::with_capacity(net.nodes.len());
+        for (ni, np) in plan.nodes.iter().enumerate() {
+            let node = &net.nodes[ni];
+            let mut cand: Vec<FibRoute> = Vec::new();
+            for &gi in &node.ifaces {
+                let ifc = &net.ifaces[gi];
+                if !ifc.up {
+                    continue;
+                }
+                for a in &ifc.addrs {
+                    cand.push(FibRoute {
+                        to: a.trunc(),
+                        via: None,
+                        dev: gi,
+                        metric: 0,
+                        origin: Origin::Connected,
+                    });
+                }
+            }
+            for rp in &np.routes {
+                // The kernel flushes routes whose device goes down, and refuses a gateway
+                // that is not on-link.
+                let dev = node.ifaces.iter().copied().find(|&gi| net.ifaces[gi].name == rp.dev);
+                let Some(gi) = dev else {
+                    tracing::debug!(node = %np.name, dev = %rp.dev, "route device not found; ignored");
+                    continue;
+                };
+                let ifc = &net.ifaces[gi];
+                if !ifc.up || !ifc.addrs.iter().any(|a| a.contains(&rp.via)) {
+                    continue;
+                }
+                cand.push(FibRoute {
+                    to: rp.to,
+                    via: Some(rp.via),
+                    dev: gi,
+                    metric: rp.metric.unwrap_or(0),
+                    origin: match rp.origin {
+                        RouteOrigin::Static => Origin::Static,
+                        RouteOrigin::Gateway => Origin::Gateway,
+                    },
+                });
+            }
+            cand.append(&mut ospf[ni]);
+            fibs.push(Fib::build(cand));
+        }
+        let any_masquerade = net.ifaces.iter().any(|i| i.masquerade);
+        Model { net, fibs, any_masquerade }
+    }
+
+    fn idx(&self, name: &str) -> Result<usize, LabError> {
+        self.net.node_idx(name).ok_or_else(|| LabError::UnknownNode(name.to_owned()))
+    }
+
+    /// The selected routes of one node, longest prefix first.
+    pub fn routes(&self, node: &str) -> Result<Vec<Route>, LabError> {
+        let n = self.idx(node)?;
+        Ok(self.fibs[n].routes.iter().map(|r| self.public_route(r)).collect())
+    }
+
+    /// Every node's routes, by node name.
+    pub fn all_routes(&self) -> BTreeMap<String, Vec<Route>> {
+        self.net
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (n.name.clone(), self.fibs[i].routes.iter().map(|r| self.public_route(r)).collect())
+            })
+            .collect()
+    }
+
+    fn public_route(&self, r: &FibRoute) -> Route {
+        Route {
+            to: r.to,
+            via: r.via,
+            dev: self.net.ifaces[r.dev].name.clone(),
+            metric: r.metric,
+            origin: r.origin,
+        }
+    }
+
+    fn decide(&self, cache: &mut Cache, slot: usize, n: usize, dst: Ipv4Addr) -> Decision {
+        let d = cache.table[slot][n];
+        if d != Decision::Unknown {
+            return d;
+        }
+        let d = self.decide_uncached(n, dst);
+        cache.table[slot][n] = d;
+        d
+    }
+
+    fn decide_uncached(&self, n: usize, dst: Ipv4Addr) -> Decision {
+        let net = &self.net;
+        if net.is_local(n, dst) {
+            return Decision::Local;
+        }
+        let Some(r) = self.fibs[n].lookup(dst) else { return Decision::Drop(Why::NoRoute) };
+        let nh = r.via.unwrap_or(dst);
+        let eg = &net.ifaces[r.dev];
+        let Some((m, j)) = net.arp(eg.seg, nh, n) else { return Decision::Drop(Why::NextHop(nh)) };
+        if eg.cut || net.ifaces[j].cut {
+            return Decision::Drop(Why::Cut(eg.seg as u32));
+        }
+        if net.link_of(eg.seg).is_some_and(|l| net.lossy.contains(&(l, n))) {
+            return Decision::Drop(Why::Loss(eg.seg as u32));
+        }
+        Decision::Out { egress: r.dev as u32, next: m as u32, ingress: j as u32 }
+    }
+
+    /// Walk one packet from node `s` to `dst`.
+    ///
+    /// `fixed_src`: the source address (replies answer from the probed address); else chosen
+    /// from the outgoing interface. `undo`: NAT translations to reverse (reply leg).
+    /// `request_path`: nodes that saw the request (their conntrack knows the flow).
+    #[allow(clippy::too_many_arguments)]
+    fn leg(
+        &self,
+        cache: &mut Cache,
+        s: usize,
+        dst: Ipv4Addr,
+        fixed_src: Option<Ipv4Addr>,
+        need_socket: bool,
+        mut undo: Vec<Nat>,
+        request_path: &[usize],
+        mut hops: Option<&mut Vec<Hop>>,
+    ) -> Leg {
+        let net = &self.net;
+        let n = net.nodes.len();
+        let mut dst = dst;
+        let mut slot = cache.slot(dst, n);
+        let mut cur = s;
+        let mut arrived = false;
+        let mut ttl = INITIAL_TTL;
+        let mut leg = Leg {
+            end: Ok(s),
+            sent_src: fixed_src,
+            observed_src: fixed_src,
+            nats: Vec::new(),
+            seen: Vec::new(),
+        };
+        loop {
+            if arrived {
+                if self.any_masquerade {
+                    leg.seen.push(cur);
+                    // conntrack reverses the source NAT of the request before routing.
+                    if let Some(p) = undo.iter().rposition(|x| x.node == cur && x.new == dst) {
+                        dst = undo[p].orig;
+                        undo.remove(p);
+                        slot = cache.slot(dst, n);
+                    }
+                }
+            } else if self.any_masquerade {
+                leg.seen.push(cur);
+            }
+            match self.decide(cache, slot, cur, dst) {
+                Decision::Unknown => unreachable!("decide never returns Unknown"),
+                Decision::Local => {
+                    if !arrived {
+                        // To one of its own addresses: the loopback path.
+                        leg.sent_src = leg.sent_src.or(Some(dst));
+                        leg.observed_src = leg.sent_src;
+                        leg.end = Ok(cur);
+                        return leg;
+                    }
+                    if let Some(h) = hops.as_deref_mut().and_then(|h| h.last_mut()) {
+                        h.addr = dst;
+                    }
+                    let from = leg.observed_src.and_then(|a| net.owner.get(&a).copied());
+                    leg.end = if let Some(f) = from.filter(|&f| net.filtered(f, cur)) {
+                        Err((cur, Why::Filtered(f as u32)))
+                    } else if need_socket && net.nodes[cur].frozen() {
+                        Err((cur, Why::NoResponder))
+                    } else {
+                        Ok(cur)
+                    };
+                    return leg;
+                }
+                Decision::Drop(why) => {
+                    leg.end = Err((cur, why));
+                    return leg;
+                }
+                Decision::Out { egress, next, ingress } => {
+                    let (egress, next, ingress) = (egress as usize, next as usize, ingress as usize);
+                    if arrived {
+                        if !net.nodes[cur].forwards {
+                            leg.end = Err((cur, Why::NotForwarding));
+                            return leg;
+                        }
+                        if ttl <= 1 {
+                            leg.end = Err((cur, Why::Ttl));
+                            return leg;
+                        }
+                        ttl -= 1;
+                    } else if leg.sent_src.is_none() {
+                        let src = net.ifaces[egress].addr().or(net.nodes[s].primary);
+                        leg.sent_src = src;
+                        leg.observed_src = src;
+                    }
+                    let ifc = &net.ifaces[egress];
+                    // Masquerade; a reply through a node that saw the request matches its
+                    // conntrack entry and is not translated again.
+                    if ifc.masquerade && !request_path.contains(&cur) {
+                        if let (Some(new), Some(orig)) = (ifc.addr(), leg.observed_src) {
+                            if new != orig {
+                                leg.nats.push(Nat { node: cur, new, orig });
+                                leg.observed_src = Some(new);
+                            }
+                        }
+                    }
+                    if let Some(h) = hops.as_deref_mut() {
+                        let addr = net.ifaces[ingress].addr().unwrap_or(dst);
+                        h.push(Hop { node: Some(net.nodes[next].name.clone()), addr });
+                    }
+                    cur = next;
+                    arrived = true;
+                }
+            }
+        }
+    }
+
+    fn reason(&self, at: usize, why: Why) -> String {
+        let net = &self.net;
+        let node = &net.nodes[at].name;
+        match why {
+            Why::NoRoute => format!("no route on {node}"),
+            Why::NextHop(nh) => format!("next hop {nh} unreachable from {node} (no ARP reply)"),
+            Why::Cut(seg) => format!("lost on the cut {} (at {node})", net.seg_name(seg as usize)),
+            Why::Loss(seg) => format!("lost on {} (100% loss, at {node})", net.seg_name(seg as usize)),
+            Why::NotForwarding => format!("{node} does not forward (ip_forward off)"),
+            Why::Ttl => format!("TTL expired at {node} (routing loop)"),
+            Why::Filtered(f) => {
+                format!("{node} drops traffic from {} (partition)", net.nodes[f as usize].name)
+            }
+            Why::NoResponder => {
+                let how = if net.nodes[at].killed { "killed" } else { "paused" };
+                format!("no responder on {node} (processes {how})")
+            }
+            Why::ReplySrc(a) => format!("reply source rewritten to {a} by NAT"),
+        }
+    }
+
+    /// One packet from `from` to `dst`, one way, with its hop path.
+    pub fn walk(&self, from: &str, dst: Ipv4Addr) -> Result<Walk, LabError> {
+        let s = self.idx(from)?;
+        let mut cache = Cache::default();
+        let mut hops = Vec::new();
+        let leg = self.leg(&mut cache, s, dst, None, false, Vec::new(), &[], Some(&mut hops));
+        Ok(self.public_walk(from, dst, &leg, hops))
+    }
+
+    fn public_walk(&self, from: &str, dst: Ipv4Addr, leg: &Leg, hops: Vec<Hop>) -> Walk {
+        let name = |i: usize| self.net.nodes[i].name.clone();
+        Walk {
+            from: from.to_owned(),
+            dst,
+            delivered: leg.end.is_ok(),
+            delivered_to: leg.end.as_ref().ok().map(|&i| name(i)),
+            dropped_at: leg.end.as_ref().err().map(|&(i, _)| name(i)),
+            reason: leg.end.as_ref().err().map(|&(i, w)| self.reason(i, w)),
+            hops,
+            sent_src: leg.sent_src,
+            observed_src: leg.observed_src,
+        }
+    }
+
+    /// Request (and for round-trip protocols, reply) between two node indices.
+    /// Returns (request leg, reply leg) and the failure reason, if any.
+    fn probe_idx(
+        &self,
+        cache: &mut Cache,
+        s: usize,
+        t: usize,
+        proto: Proto,
+    ) -> (Option<Leg>, Option<String>) {
+        let Some(dst) = self.net.nodes[t].primary else {
+            return (None, Some(format!("{} has no address", self.net.nodes[t].name)));
+        };
+        let need_socket = !matches!(proto, Proto::Icmp);
+        let req = self.leg(cache, s, dst, None, need_socket, Vec::new(), &[], None);
+        match req.end {
+            Err((at, why)) => return (Some(req), Some(self.reason(at, why))),
+            Ok(at) if at != t => {
+                let r = format!("delivered to {} instead", self.net.nodes[at].name);
+                return (Some(req), Some(r));
+            }
+            Ok(_) => {}
+        }
+        if !proto.round_trip() {
+            return (Some(req), None);
+        }
+        let Some(back_to) = req.observed_src else { return (Some(req), Some("no source address".into())) };
+        let rep = self.leg(cache, t, back_to, Some(dst), false, req.nats.clone(), &req.seen, None);
+        let reason = match rep.end {
+            Err((at, why)) => Some(format!("reply: {}", self.reason(at, why))),
+            Ok(at) if at != s => Some(format!("reply: delivered to {} instead", self.net.nodes[at].name)),
+            Ok(_) if rep.observed_src != Some(dst) => {
+                Some(format!("reply: {}", self.reason(s, Why::ReplySrc(rep.observed_src.unwrap_or(dst)))))
+            }
+            Ok(_) => None,
+        };
+        (Some(req), reason)
+    }
+
+    /// Probe one directed pair of nodes, as the probe engine would.
+    pub fn probe(&self, from: &str, to: &str, proto: Proto) -> Result<PairOutcome, LabError> {
+        let (s, t) = (self.idx(from)?, self.idx(to)?);
+        let mut cache = Cache::default();
+        Ok(self.outcome(&mut cache, s, t, proto))
+    }
+
+    fn outcome(&self, cache: &mut Cache, s: usize, t: usize, proto: Proto) -> PairOutcome {
+        let (_, reason) = self.probe_idx(cache, s, t, proto);
+        PairOutcome {
+            from: self.net.nodes[s].name.clone(),
+            to: self.net.nodes[t].name.clone(),
+            to_addr: self.net.nodes[t].primary.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            reached: reason.is_none(),
+            reason,
+        }
+    }
+
+    /// The reachability matrix of a request (pairs with `from == to` skipped), sorted by
+    /// (from, to).
+    pub fn reach(&self, req: &ReachRequest) -> Result<ReachMatrix, LabError> {
+        let from: Vec<usize> = req.from.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
+        let to: Vec<usize> = req.to.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
+        let mut cache = Cache::default();
+        let mut pairs = Vec::with_capacity(from.len() * to.len());
+        for &s in &from {
+            for &t in &to {
+                if s != t {
+                    pairs.push(self.outcome(&mut cache, s, t, req.proto));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| a.from.cmp(&b.from).then_with(|| a.to.cmp(&b.to)));
+        pairs.dedup_by(|a, b| a.from == b.from && a.to == b.to);
+        Ok(ReachMatrix { proto: req.proto, pairs })
+    }
+
+    /// The hop path from `from` to `to`'s primary address (like traceroute).
+    pub fn path(&self, from: &str, to: &str) -> Result<PathResult, LabError> {
+        let t = self.idx(to)?;
+        let dst = self.net.nodes[t]
+            .primary
+            .ok_or_else(|| LabError::Invalid(format!("{to} has no address to trace to")))?;
+        let w = self.walk(from, dst)?;
+        let delivered = w.delivered_to.as_deref() == Some(to);
+        let reason = if delivered {
+            None
+        } else {
+            w.reason.or_else(|| w.delivered_to.map(|d| format!("delivered to {d} instead")))
+        };
+        Ok(PathResult { from: from.to_owned(), to: to.to_owned(), hops: w.hops, delivered, reason })
+    }
+
+    /// Which source address `to` observes for traffic from `from` (UDP to the responder,
+    /// which echoes the observed address back: `observed_src` is `None` unless the request
+    /// and the echo both arrive).
+    pub fn nat(&self, from: &str, to: &str) -> Result<NatResult, LabError> {
+        let (s, t) = (self.idx(from)?, self.idx(to)?);
+        let mut cache = Cache::default();
+        let (req, reason) = self.probe_idx(&mut cache, s, t, Proto::Tcp(topo_lab::probe::DEFAULT_PROBE_PORT));
+        let sent_src = req
+            .as_ref()
+            .and_then(|l| l.sent_src)
+            .or(self.net.nodes[s].primary)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let observed_src = if reason.is_none() { req.and_then(|l| l.observed_src) } else { None };
+        Ok(NatResult {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            sent_src,
+            observed_src,
+            sent_port: None,
+            observed_port: None,
+        })
+    }
+
+    /// Node names in plan order.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.net.nodes.iter().map(|n| n.name.as_str())
+    }
+}

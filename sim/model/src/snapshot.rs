@@ -1,0 +1,347 @@
+//! Frozen snapshots: a normalized, stable text form of a design (plan summary) and of what the
+//! network does in each step (forwarding tables, reachability matrix, paths), for golden files.
+//!
+//! Stable across runs: maps are sorted, lists are in a defined order, nothing depends on time
+//! or randomness. The per-step part can be captured from any [`Lab`] (model or kernel), so a
+//! frozen design can be checked against both; forwarding tables are filled in by the model.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use topo_lab::{Fault, Lab, LabError, Proto, ReachRequest};
+use topo_plan::{Attachment, Plan};
+
+use crate::{Model, ModelLab, Route};
+
+/// Bumped when the snapshot layout changes.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Up to this many pairs the matrix lists every pair; beyond, only the failures.
+pub const MAX_LISTED_PAIRS: usize = 2500;
+/// Paths are recorded for all pairs when the plan has at most this many nodes.
+pub const MAX_PATH_NODES: usize = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: u32,
+    pub lab: String,
+    /// The topology (or scenario) file the snapshot was frozen from, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub plan: Vec<NodeSummary>,
+    pub steps: Vec<StepSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    pub kind: String,
+    pub forwards: bool,
+    /// `eth0 10.0.0.2/24 (network lan)`, `eth1 10.9.0.1/30 (link r2)`.
+    pub interfaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loopbacks: Vec<String>,
+    /// Routes the plan installs (`to via dev metric`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ospf: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masquerade: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSnapshot {
+    pub name: String,
+    /// Faults applied in this step, in order (their text form is the serde form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
+    /// Forwarding table per node, `ip route`-like lines. Empty when the backend can't tell.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Vec<String>>,
+    pub reach: ReachSummary,
+    /// `a -> b` → `r1 10.1.0.1, r3 10.13.0.2, b 10.3.0.10` (or the failure).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachSummary {
+    pub proto: String,
+    pub pairs: usize,
+    pub reached: usize,
+    /// `a -> b: ok` / `a -> b: <why not>`; only the failures when there are many pairs.
+    pub lines: Vec<String>,
+}
+
+impl Snapshot {
+    /// The normalized text (pretty JSON, trailing newline).
+    pub fn to_text(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    pub fn from_text(text: &str) -> Result<Self, LabError> {
+        serde_json::from_str(text).map_err(|e| LabError::Invalid(format!("not a topo snapshot: {e}")))
+    }
+}
+
+/// The design part of a snapshot.
+pub fn summarize_plan(plan: &Plan) -> Vec<NodeSummary> {
+    plan.nodes
+        .iter()
+        .map(|n| NodeSummary {
+            name: n.name.clone(),
+            kind: format!("{:?}", n.kind).to_lowercase(),
+            forwards: n.sysctls.get("net.ipv4.ip_forward").is_some_and(|v| v.trim() == "1"),
+            interfaces: n
+                .interfaces
+                .iter()
+                .map(|i| {
+                    let addrs: Vec<String> = i.addresses.iter().map(ToString::to_string).collect();
+                    let addrs = if i.dhcp { "dhcp".to_owned() } else { addrs.join(" ") };
+                    let att = match &i.attachment {
+                        Attachment::Network { network, .. } => format!("network {network}"),
+                        Attachment::Link { peer_node, .. } => format!("link {peer_node}"),
+                    };
+                    format!("{} {addrs} ({att})", i.name)
+                })
+                .collect(),
+            loopbacks: n.loopbacks.iter().map(ToString::to_string).collect(),
+            routes: n
+                .routes
+                .iter()
+                .map(|r| {
+                    let metric = r.metric.map(|m| format!(" metric {m}")).unwrap_or_default();
+                    format!("{} via {} dev {}{metric}", r.to, r.via, r.dev)
+                })
+                .collect(),
+            ospf: n.routing.as_ref().and_then(|r| r.ospf.as_ref()).map(|o| {
+                let ifs: Vec<String> = o
+                    .interfaces
+                    .iter()
+                    .map(|i| format!("{}:{}{}", i.iface, i.cost, if i.passive { ":passive" } else { "" }))
+                    .collect();
+                format!("router-id {} {}", o.router_id, ifs.join(" "))
+            }),
+            masquerade: n.masquerade.clone(),
+        })
+        .collect()
+}
+
+/// A forwarding table as `ip route`-like lines.
+pub fn route_lines(routes: &[Route]) -> Vec<String> {
+    routes
+        .iter()
+        .map(|r| {
+            let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+            format!("{}{via} dev {} metric {} {}", r.to, r.dev, r.metric, r.origin)
+        })
+        .collect()
+}
+
+/// Capture one step from any lab: the ICMP matrix over all nodes and, for small plans, the
+/// path of every pair. `routes` comes from the model when the caller has one.
+pub fn capture(
+    lab: &mut dyn Lab,
+    name: &str,
+    faults: &[Fault],
+    routes: BTreeMap<String, Vec<String>>,
+) -> Result<StepSnapshot, LabError> {
+    let names: Vec<String> = lab.plan().nodes.iter().map(|n| n.name.clone()).collect();
+    let m = lab.reach(&ReachRequest { from: names.clone(), to: names.clone(), proto: Proto::Icmp })?;
+    let reached = m.pairs.iter().filter(|p| p.reached).count();
+    let listed = m.pairs.len() <= MAX_LISTED_PAIRS;
+    let lines = m
+        .pairs
+        .iter()
+        .filter(|p| listed || !p.reached)
+        .map(|p| {
+            let what = if p.reached {
+                "ok".to_owned()
+            } else {
+                p.reason.clone().unwrap_or_else(|| "unreached".into())
+            };
+            format!("{} -> {}: {what}", p.from, p.to)
+        })
+        .collect();
+    let mut paths = BTreeMap::new();
+    if names.len() <= MAX_PATH_NODES {
+        for a in &names {
+            for b in &names {
+                if a == b {
+                    continue;
+                }
+                let p = lab.path(a, b)?;
+                let hops: Vec<String> = p
+                    .hops
+                    .iter()
+                    .map(|h| format!("{} {}", h.node.as_deref().unwrap_or("?"), h.addr))
+                    .collect();
+                let mut text = hops.join(", ");
+                if let Some(r) = &p.reason {
+                    text = if text.is_empty() { format!("FAIL: {r}") } else { format!("{text}; FAIL: {r}") };
+                }
+                paths.insert(format!("{a} -> {b}"), text);
+            }
+        }
+    }
+    Ok(StepSnapshot {
+        name: name.to_owned(),
+        faults: faults.iter().map(fault_text).collect(),
+        routes,
+        reach: ReachSummary { proto: m.proto.to_string(), pairs: m.pairs.len(), reached, lines },
+        paths,
+    })
+}
+
+fn fault_text(f: &Fault) -> String {
+    serde_json::to_string(f).unwrap_or_default()
+}
+
+/// Routes of every node as snapshot lines.
+pub fn model_routes(model: &Model) -> BTreeMap<String, Vec<String>> {
+    model.all_routes().into_iter().map(|(n, r)| (n, route_lines(&r))).collect()
+}
+
+/// Freeze a plan on the model: the initial state, then each named step's faults applied in
+/// order (cumulatively, as a scenario does).
+pub fn freeze_plan(
+    plan: &Plan,
+    source: Option<&str>,
+    steps: &[(String, Vec<Fault>)],
+) -> Result<Snapshot, LabError> {
+    let mut lab = ModelLab::new(plan.clone());
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    let routes = model_routes(lab.model());
+    out.push(capture(&mut lab, "initial", &[], routes)?);
+    for (name, faults) in steps {
+        for f in faults {
+            lab.apply(f)?;
+        }
+        let routes = model_routes(lab.model());
+        out.push(capture(&mut lab, name, faults, routes)?);
+    }
+    Ok(Snapshot {
+        format: SNAPSHOT_FORMAT,
+        lab: plan.lab.clone(),
+        source: source.map(str::to_owned),
+        plan: summarize_plan(plan),
+        steps: out,
+    })
+}
+
+/// A unified-style diff of two snapshot texts (3 lines of context), or `None` when equal.
+pub fn diff(expected: &str, actual: &str, expected_name: &str, actual_name: &str) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let ops = line_ops(&a, &b);
+    let mut out = format!("--- {expected_name}\n+++ {actual_name}\n");
+    // Group changes with their context into hunks.
+    const CONTEXT: usize = 3;
+    let changed: Vec<usize> =
+        ops.iter().enumerate().filter(|(_, o)| !matches!(o, Op::Same(..))).map(|(i, _)| i).collect();
+    let mut k = 0;
+    while k < changed.len() {
+        let start = changed[k].saturating_sub(CONTEXT);
+        let mut end = changed[k];
+        while k < changed.len() && changed[k] <= end + 2 * CONTEXT + 1 {
+            end = changed[k];
+            k += 1;
+        }
+        let end = (end + CONTEXT + 1).min(ops.len());
+        let (la, lb) = ops[..start].iter().fold((0, 0), |(x, y), o| match o {
+            Op::Same(..) => (x + 1, y + 1),
+            Op::Del(_) => (x + 1, y),
+            Op::Add(_) => (x, y + 1),
+        });
+        let (na, nb) = ops[start..end].iter().fold((0, 0), |(x, y), o| match o {
+            Op::Same(..) => (x + 1, y + 1),
+            Op::Del(_) => (x + 1, y),
+            Op::Add(_) => (x, y + 1),
+        });
+        let _ = writeln!(out, "@@ -{},{na} +{},{nb} @@", la + 1, lb + 1);
+        for o in &ops[start..end] {
+            let _ = match o {
+                Op::Same(l) => writeln!(out, " {l}"),
+                Op::Del(l) => writeln!(out, "-{l}"),
+                Op::Add(l) => writeln!(out, "+{l}"),
+            };
+        }
+    }
+    Some(out)
+}
+
+#[derive(Debug)]
+enum Op<'a> {
+    Same(&'a str),
+    Del(&'a str),
+    Add(&'a str),
+}
+
+/// Line edit script: common prefix and suffix, then an LCS of the middle (or, when that would
+/// be too large to compute, the whole middle as removed then added).
+#[allow(clippy::many_single_char_names)]
+fn line_ops<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Op<'a>> {
+    let pre = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let suf = a[pre..].iter().rev().zip(b[pre..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (ma, mb) = (&a[pre..a.len() - suf], &b[pre..b.len() - suf]);
+    let mut ops: Vec<Op<'a>> = a[..pre].iter().map(|l| Op::Same(l)).collect();
+    if ma.len().saturating_mul(mb.len()) > 16_000_000 {
+        ops.extend(ma.iter().map(|l| Op::Del(l)));
+        ops.extend(mb.iter().map(|l| Op::Add(l)));
+    } else {
+        // lcs[i][j] = LCS length of ma[i..] and mb[j..].
+        let w = mb.len() + 1;
+        let mut lcs = vec![0u32; (ma.len() + 1) * w];
+        for i in (0..ma.len()).rev() {
+            for j in (0..mb.len()).rev() {
+                lcs[i * w + j] = if ma[i] == mb[j] {
+                    lcs[(i + 1) * w + j + 1] + 1
+                } else {
+                    lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < ma.len() && j < mb.len() {
+            if ma[i] == mb[j] {
+                ops.push(Op::Same(ma[i]));
+                i += 1;
+                j += 1;
+            } else if lcs[(i + 1) * w + j] >= lcs[i * w + j + 1] {
+                ops.push(Op::Del(ma[i]));
+                i += 1;
+            } else {
+                ops.push(Op::Add(mb[j]));
+                j += 1;
+            }
+        }
+        ops.extend(ma[i..].iter().map(|l| Op::Del(l)));
+        ops.extend(mb[j..].iter().map(|l| Op::Add(l)));
+    }
+    ops.extend(a[a.len() - suf..].iter().map(|l| Op::Same(l)));
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diff;
+
+    #[test]
+    fn diff_shows_changed_lines_with_context() {
+        let a = "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n";
+        let b = "1\n2\n3\n4\nfive\n6\n7\n8\n9\n10\n11\n";
+        let d = diff(a, b, "expected", "actual").expect("differs");
+        assert_eq!(
+            d,
+            "--- expected\n+++ actual\n@@ -2,9 +2,10 @@\n 2\n 3\n 4\n-5\n+five\n 6\n 7\n 8\n 9\n 10\n+11\n"
+        );
+        assert_eq!(diff(a, a, "x", "y"), None);
+    }
+}
