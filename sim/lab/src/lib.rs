@@ -1,6 +1,7 @@
 //! `topo-lab`: the seam between what users ask (faults, probes, assertions, scenarios) and
 //! the backends that answer — the kernel (`topo-kernel`) and the pure model (`topo-model`).
 
+pub mod converge;
 pub mod fault;
 pub mod probe;
 pub mod select;
@@ -8,6 +9,7 @@ pub mod testkit;
 
 use std::time::Duration;
 
+pub use converge::{ConvergeReport, ConvergeRequest, Flow, FlowReport, TimelineEvent};
 pub use fault::{Fault, FaultState, LinkRef};
 pub use probe::{Hop, NatResult, PairOutcome, PathResult, Proto, ReachMatrix, ReachRequest};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,149 @@
+//! `topo-probe`: assertions on live traffic in a kernel lab.
+//!
+//! For every node involved, the probe sockets are opened inside the node's namespace on one
+//! dedicated thread ([`sys::NsThread`], which `setns`es between namespaces), then handed to a
+//! single tokio loop that drives all probes: one raw ICMP socket per source node, one UDP socket
+//! per source and per destination, TCP sockets per pair in bounded batches. No process and no
+//! thread per pair.
+//!
+//! Semantics (see [`topo_lab::Proto`]): ICMP and TCP succeed on a round trip; UDP succeeds when
+//! the datagram is seen by topo's listener in the destination (one way), which also records the
+//! source address and port it observed (the NAT check).
+//!
+//! Retries: routing is eventually consistent, so each pair is probed in rounds until its result
+//! matches the expectation (reached / not reached) or the deadline passes. Without an
+//! expectation, pairs are expected to be reached: only failures are retried.
+
+// The kernel-side crates are the only ones allowed `unsafe` (each block has a SAFETY note).
+#![allow(unsafe_code)]
+
+mod converge;
+mod nat;
+mod path;
+mod reach;
+pub mod responder;
+pub mod sys;
+#[doc(hidden)]
+pub mod testlab;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub use converge::converge;
+pub use nat::nat;
+pub use path::path;
+pub use reach::{reach, reach_detailed, PairDetail, ReachDetail};
+pub use responder::{gc_responders, run_responder, start_responders, stop_responders, ResponderOpts};
+use topo_lab::LabError;
+use topo_plan::{NodePlan, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("unknown node {0:?}")]
+    UnknownNode(String),
+    #[error("node {0} has no IPv4 address to probe")]
+    NoAddress(String),
+    #[error(transparent)]
+    Netns(#[from] topo_netns::NetnsError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("fault injection failed: {0}")]
+    Inject(String),
+}
+
+impl ProbeError {
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+        ProbeError::Io { what: what.into(), source }
+    }
+}
+
+impl From<ProbeError> for LabError {
+    fn from(e: ProbeError) -> Self {
+        match e {
+            ProbeError::UnknownNode(n) => LabError::UnknownNode(n),
+            ProbeError::Invalid(s) => LabError::Invalid(s),
+            other => LabError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// How hard to try.
+#[derive(Debug, Clone)]
+pub struct ProbeOpts {
+    /// Stop retrying mismatching pairs after this long.
+    pub deadline: Duration,
+    /// Wait for replies of one round this long after its last probe (doubles each round, up to
+    /// 8x). A round that gets every reply ends at once.
+    pub attempt_timeout: Duration,
+    /// Probes sent but not yet answered, at most.
+    pub max_in_flight: usize,
+    /// Expected outcome per (from, to). Pairs expected unreachable are re-probed while they are
+    /// reached; pairs expected reachable while they are not. Missing pairs: expected reachable.
+    pub expect: Option<HashMap<(String, String), bool>>,
+}
+
+impl Default for ProbeOpts {
+    fn default() -> Self {
+        ProbeOpts {
+            deadline: Duration::from_secs(5),
+            attempt_timeout: Duration::from_millis(100),
+            max_in_flight: 4096,
+            expect: None,
+        }
+    }
+}
+
+impl ProbeOpts {
+    pub fn with_deadline(deadline: Duration) -> Self {
+        ProbeOpts { deadline, ..ProbeOpts::default() }
+    }
+
+    pub fn expecting(mut self, matrix: &topo_lab::ReachMatrix) -> Self {
+        self.expect =
+            Some(matrix.pairs.iter().map(|p| ((p.from.clone(), p.to.clone()), p.reached)).collect());
+        self
+    }
+}
+
+pub(crate) fn node<'p>(plan: &'p Plan, name: &str) -> Result<&'p NodePlan, ProbeError> {
+    plan.node(name).ok_or_else(|| ProbeError::UnknownNode(name.to_owned()))
+}
+
+pub(crate) fn primary(n: &NodePlan) -> Result<Ipv4Addr, ProbeError> {
+    n.primary_address().ok_or_else(|| ProbeError::NoAddress(n.name.clone()))
+}
+
+/// Which node owns an address (interfaces and loopbacks).
+pub(crate) fn owner_of(plan: &Plan, addr: Ipv4Addr) -> Option<String> {
+    plan.nodes.iter().find(|n| n.addresses().any(|a| a == addr)).map(|n| n.name.clone())
+}
+
+/// Open the namespaces of `names` (by node name) and start a namespace thread for them.
+pub(crate) fn ns_thread_for(plan: &Plan, names: &[&str]) -> Result<sys::NsThread, ProbeError> {
+    let mut fds = Vec::with_capacity(names.len());
+    for n in names {
+        let ns = topo_netns::Netns::open(&node(plan, n)?.netns)?;
+        let fd = ns
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| ProbeError::io(format!("dup namespace fd of {n}"), e))?;
+        fds.push(fd);
+    }
+    sys::NsThread::new(fds).map_err(|e| ProbeError::io("start namespace thread", e))
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ProbeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ProbeError::io("start async runtime", e))
+}
+
+/// A random non-zero token identifying one probe run (replies of other runs are ignored).
+pub(crate) fn token() -> u32 {
+    rand::random::<u32>() | 1
+}

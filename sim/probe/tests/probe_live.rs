@@ -1,0 +1,343 @@
+//! Live probe tests (root): real namespaces, veths, bridges, nft rules.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use topo_lab::testkit::{require_root, unique_lab};
+use topo_lab::{ConvergeRequest, Flow, Proto, ReachRequest};
+use topo_probe::testlab::TestLab;
+use topo_probe::{ProbeOpts, ResponderOpts};
+
+fn all(lab: &TestLab) -> Vec<String> {
+    lab.plan.nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+fn req(lab: &TestLab, proto: Proto) -> ReachRequest {
+    ReachRequest { from: all(lab), to: all(lab), proto }
+}
+
+fn nft(lab: &TestLab, node: &str, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", lab.ns(node), "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {node}: {rules}");
+}
+
+#[test]
+fn lan_matrix_all_protocols() {
+    if !require_root("probe::lan_matrix_all_protocols") {
+        return;
+    }
+    let lab = TestLab::lan(&unique_lab("pl"), 5, false).unwrap();
+    for proto in [Proto::Icmp, Proto::Udp(7946), Proto::Tcp(7947)] {
+        let d = topo_probe::reach_detailed(&lab.plan, &req(&lab, proto), &ProbeOpts::default()).unwrap();
+        assert_eq!(d.pairs.len(), 20, "{proto}");
+        for p in &d.pairs {
+            assert!(p.reached, "{proto} {} -> {}: {:?}", p.from, p.to, p.reason);
+            assert_eq!(p.to_addr, lab.plan.node(&p.to).unwrap().primary_address().unwrap());
+        }
+        if proto != Proto::Icmp {
+            // On a LAN nothing rewrites sources: each receiver saw the sender's own address.
+            assert!(d.nat_violations(&lab.plan).is_empty(), "{proto}: {:?}", d.nat_violations(&lab.plan));
+            assert!(d.pairs.iter().all(|p| p.observed.is_some()), "{proto}: observations missing");
+        }
+        // Sorted by (from, to).
+        let keys: Vec<_> = d.pairs.iter().map(|p| (p.from.clone(), p.to.clone())).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+}
+
+#[test]
+fn partition_negative_expectations_and_one_way_udp() {
+    if !require_root("probe::partition") {
+        return;
+    }
+    let lab = TestLab::lan(&unique_lab("pp"), 4, false).unwrap();
+    // h1 drops everything from h2 at its ingress; h2 -> h1 is cut one way, and every round trip
+    // between them fails too.
+    let h2 = lab.plan.node("h2").unwrap().primary_address().unwrap();
+    nft(
+        &lab,
+        "h1",
+        &format!(
+            "table ip tp {{ chain in {{ type filter hook input priority 0; ip saddr {h2} drop; }}\n}}\n"
+        ),
+    );
+    let mut expect = HashMap::new();
+    for a in all(&lab) {
+        for b in all(&lab) {
+            if a != b {
+                let cut = (a == "h1" && b == "h2") || (a == "h2" && b == "h1");
+                expect.insert((a.clone(), b.clone()), !cut);
+            }
+        }
+    }
+    let opts =
+        ProbeOpts { expect: Some(expect.clone()), deadline: Duration::from_secs(2), ..ProbeOpts::default() };
+    let t = Instant::now();
+    let m = topo_probe::reach(&lab.plan, &req(&lab, Proto::Icmp), &opts).unwrap();
+    let mism: Vec<_> =
+        m.pairs.iter().filter(|p| expect[&(p.from.clone(), p.to.clone())] != p.reached).collect();
+    assert!(mism.is_empty(), "{mism:?}");
+    // Negative pairs settle after one round timeout, not the whole deadline.
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(m.get("h1", "h2").unwrap().reason.as_deref(), Some("timeout"));
+
+    // UDP is one-way: h1 -> h2 is delivered, h2 -> h1 is not.
+    let u = topo_probe::reach(
+        &lab.plan,
+        &ReachRequest {
+            from: vec!["h1".into(), "h2".into()],
+            to: vec!["h1".into(), "h2".into()],
+            proto: Proto::Udp(7950),
+        },
+        &ProbeOpts::with_deadline(Duration::from_millis(500)),
+    )
+    .unwrap();
+    assert!(u.get("h1", "h2").unwrap().reached);
+    assert!(!u.get("h2", "h1").unwrap().reached);
+
+    // A wrong expectation (h1 must not reach h3) is reported as a mismatch after the deadline.
+    let mut wrong = expect;
+    wrong.insert(("h1".into(), "h3".into()), false);
+    let opts =
+        ProbeOpts { expect: Some(wrong), deadline: Duration::from_millis(400), ..ProbeOpts::default() };
+    let m = topo_probe::reach(&lab.plan, &req(&lab, Proto::Icmp), &opts).unwrap();
+    assert!(m.get("h1", "h3").unwrap().reached);
+}
+
+#[test]
+fn nat_check_positive_and_negative() {
+    if !require_root("probe::nat") {
+        return;
+    }
+    let opts = ProbeOpts::with_deadline(Duration::from_secs(2));
+    let plain = TestLab::nat(&unique_lab("pn"), false).unwrap();
+    let r = topo_probe::nat(&plain.plan, "a", "b", &opts).unwrap();
+    assert_eq!(r.sent_src, "10.1.0.2".parse::<std::net::Ipv4Addr>().unwrap());
+    assert!(r.nat_free(), "{r:?}");
+
+    let masq = TestLab::nat(&unique_lab("pm"), true).unwrap();
+    let r = topo_probe::nat(&masq.plan, "a", "b", &opts).unwrap();
+    assert_eq!(r.sent_src, "10.1.0.2".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(r.observed_src, Some("10.2.0.1".parse().unwrap()), "{r:?}");
+    assert!(!r.nat_free());
+    // The matrix with UDP sees the same rewrite.
+    let d = topo_probe::reach_detailed(
+        &masq.plan,
+        &ReachRequest { from: vec!["a".into()], to: vec!["b".into()], proto: Proto::Udp(7951) },
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(d.nat_violations(&masq.plan).len(), 1);
+}
+
+#[test]
+fn path_through_the_chain() {
+    if !require_root("probe::path") {
+        return;
+    }
+    let lab = TestLab::chain(&unique_lab("pc"), 3).unwrap();
+    let p = topo_probe::path(&lab.plan, "a", "b", &ProbeOpts::with_deadline(Duration::from_secs(3))).unwrap();
+    assert!(p.delivered, "{p:?}");
+    let nodes: Vec<Option<&str>> = p.hops.iter().map(|h| h.node.as_deref()).collect();
+    assert_eq!(nodes, [Some("r1"), Some("r2"), Some("r3"), Some("b")], "{p:?}");
+    let back =
+        topo_probe::path(&lab.plan, "b", "r1", &ProbeOpts::with_deadline(Duration::from_secs(3))).unwrap();
+    let nodes: Vec<Option<&str>> = back.hops.iter().map(|h| h.node.as_deref()).collect();
+    assert_eq!(nodes, [Some("r3"), Some("r2"), Some("r1")], "{back:?}");
+    // No route from r2 towards an address outside the lab: unreachable, not delivered.
+    let m = topo_probe::reach(
+        &lab.plan,
+        &ReachRequest { from: vec!["a".into()], to: vec!["b".into(), "r3".into()], proto: Proto::Icmp },
+        &ProbeOpts::default(),
+    )
+    .unwrap();
+    assert!(m.pairs.iter().all(|p| p.reached), "{m:?}");
+}
+
+/// An `nft -i` session inside a namespace: commands take effect within about a millisecond,
+/// without a process start per change.
+struct NftShell(std::process::Child);
+
+impl NftShell {
+    fn new(ns: &str) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-i"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        NftShell(child)
+    }
+    fn send(&mut self, line: &str) {
+        let stdin = self.0.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for NftShell {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn converge_measures_a_known_300ms_outage() {
+    if !require_root("probe::converge") {
+        return;
+    }
+    let lab = TestLab::lan(&unique_lab("pv"), 3, false).unwrap();
+    let h1 = lab.plan.node("h1").unwrap().primary_address().unwrap();
+    // Drop h1's packets at h2's ingress while a flag element is present in a set.
+    nft(
+        &lab,
+        "h2",
+        &format!(
+            "table ip tc {{ set on {{ type ipv4_addr; }}\n chain in {{ type filter hook input priority 0; ip saddr @on drop; }}\n}}\n"
+        ),
+    );
+    let mut shell = NftShell::new(lab.ns("h2"));
+    let on = format!("add element ip tc on {{ {h1} }}");
+    let off = format!("delete element ip tc on {{ {h1} }}");
+    // Warm the session up so its first command is not slower than the second.
+    shell.send("list tables");
+    std::thread::sleep(Duration::from_millis(50));
+    let shell = std::sync::Arc::new(std::sync::Mutex::new(shell));
+    let mut req = ConvergeRequest::new(vec![
+        Flow { from: "h1".into(), to: "h2".into() },
+        Flow { from: "h3".into(), to: "h2".into() },
+    ]);
+    req.timeout = Duration::from_secs(10);
+    req.quiet = Duration::from_millis(600);
+    req.loss_timeout = Duration::from_millis(200);
+    let tmp = std::env::temp_dir();
+    let sh = shell.clone();
+    let mut timer = None;
+    let report = topo_probe::converge(&lab.plan, &tmp, &req, &mut || {
+        sh.lock().unwrap().send(&on);
+        let sh2 = sh.clone();
+        let off = off.clone();
+        let start = Instant::now();
+        timer = Some(std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300).saturating_sub(start.elapsed()));
+            sh2.lock().unwrap().send(&off);
+        }));
+        Ok(())
+    })
+    .unwrap();
+    timer.unwrap().join().unwrap();
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let f = &report.flows[0];
+    let outage = f.outage_ms.unwrap_or_else(|| panic!("no outage measured: {json}"));
+    assert!((outage - 300.0).abs() <= 5.0, "outage {outage} ms, want 300±5: {json}");
+    assert!(f.converged && f.stable_ms.unwrap() > f.last_loss_ms.unwrap(), "{json}");
+    assert!((f.lost as f64 - 300.0).abs() <= 6.0, "{json}");
+    // The other flow is untouched.
+    let g = &report.flows[1];
+    assert_eq!((g.lost, g.outage_ms), (0, None), "{json}");
+    assert!(g.converged);
+    assert!(report.timeline.windows(2).all(|w| w[0].t_ms() <= w[1].t_ms()));
+}
+
+#[test]
+fn converge_sees_route_changes() {
+    if !require_root("probe::converge_routes") {
+        return;
+    }
+    let lab = TestLab::chain(&unique_lab("pr"), 1).unwrap();
+    let mut req = ConvergeRequest::new(vec![Flow { from: "a".into(), to: "b".into() }]);
+    req.timeout = Duration::from_secs(5);
+    req.stable = 20;
+    req.loss_timeout = Duration::from_millis(100);
+    let ns = lab.ns("r1").to_owned();
+    let report = topo_probe::converge(&lab.plan, std::path::Path::new("/tmp"), &req, &mut || {
+        // Replace r1's forwarding for b's subnet with a blackhole, then put it back.
+        let run = |c: &str| {
+            let st = Command::new("ip")
+                .args(["-n", &ns, "route"])
+                .args(c.split(' '))
+                .status()
+                .map_err(|e| e.to_string())?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(format!("ip route {c} failed"))
+            }
+        };
+        run("add blackhole 10.9.1.2/32")?;
+        std::thread::sleep(Duration::from_millis(100));
+        run("del blackhole 10.9.1.2/32")
+    })
+    .unwrap();
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let routes: Vec<_> = report
+        .timeline
+        .iter()
+        .filter_map(|e| match e {
+            topo_lab::TimelineEvent::Route { node, action, dst, .. } => {
+                Some((node.clone(), action.clone(), dst.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(routes.contains(&("r1".into(), "add".into(), "10.9.1.2/32".into())), "{json}");
+    assert!(routes.contains(&("r1".into(), "del".into(), "10.9.1.2/32".into())), "{json}");
+    let f = &report.flows[0];
+    let outage = f.outage_ms.unwrap_or_else(|| panic!("{json}"));
+    assert!((60.0..200.0).contains(&outage), "{json}");
+}
+
+#[test]
+fn responders_answer_and_are_stopped_by_pid() {
+    if !require_root("probe::responders") {
+        return;
+    }
+    // The example binary `responder` is built by `cargo test` next to the test binaries.
+    let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/responder");
+    if !exe.exists() {
+        panic!("{} missing: run `cargo test -p topo-probe` (it builds examples)", exe.display());
+    }
+    let lab = TestLab::nat(&unique_lab("ps"), true).unwrap();
+    let state = tempfile_dir();
+    let mut opts = ResponderOpts::new(exe);
+    opts.port = 7960;
+    let started = topo_probe::start_responders(&lab.plan, &state, &opts).unwrap();
+    assert_eq!(started.len(), 3);
+    let pids: Vec<u32> = started.iter().map(|s| s.1).collect();
+    // With the port held by responders, UDP and TCP checks rely on their answers.
+    for proto in [Proto::Udp(7960), Proto::Tcp(7960)] {
+        let d = topo_probe::reach_detailed(&lab.plan, &req(&lab, proto), &ProbeOpts::default()).unwrap();
+        assert!(d.pairs.iter().all(|p| p.reached), "{proto}: {:?}", d.pairs);
+        if proto == Proto::Udp(7960) {
+            let ab = d.pairs.iter().find(|p| p.from == "a" && p.to == "b").unwrap();
+            assert_eq!(ab.observed.map(|o| *o.ip()), Some("10.2.0.1".parse().unwrap()), "masqueraded");
+        }
+    }
+    topo_probe::stop_responders(&state).unwrap();
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty(),
+            "responder {pid} still runs"
+        );
+    }
+    assert_eq!(std::fs::read_dir(state.join("pids")).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(unique_lab("tprstate"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
