@@ -117,7 +117,7 @@ impl Compiler<'_> {
                     Some(&net) => atts.push(Att::Net { iface: i, net }),
                     None => self.diags.push(
                         Diagnostic::new(
-                            "topo::unknown-network",
+                            "topo::unknown-reference",
                             iface.span,
                             format!("node {} attaches to unknown network {:?}", node.name, iface.network),
                         )
@@ -136,7 +136,7 @@ impl Compiler<'_> {
                 if idx.is_none() {
                     self.diags.push(
                         Diagnostic::new(
-                            "topo::unknown-node",
+                            "topo::unknown-reference",
                             end.span,
                             format!("link end names unknown node {:?}", end.node),
                         )
@@ -186,7 +186,7 @@ impl Compiler<'_> {
                 if name == "lo" || name.len() > names::IFNAME_MAX || name.is_empty() {
                     self.diags.push(
                         Diagnostic::new(
-                            "topo::bad-interface-name",
+                            "topo::interface-name",
                             *span,
                             format!("interface name {name:?} on node {node} cannot be used"),
                         )
@@ -197,7 +197,7 @@ impl Compiler<'_> {
                 if let Some(first) = seen.insert(name, *span) {
                     self.diags.push(
                         Diagnostic::new(
-                            "topo::duplicate-interface-name",
+                            "topo::duplicate-interface",
                             *span,
                             format!("node {node} has two interfaces named {name:?}"),
                         )
@@ -315,14 +315,14 @@ impl Compiler<'_> {
                     format!("network {} has no free address left for this interface{more}", n.name),
                 )
                 .label("no address left")
-                .related(
-                    n.subnet_span,
-                    format!("{} has {} usable addresses", n.subnet, ipam::host_count(n.subnet)),
-                )
+                .related(n.subnet_span, {
+                    let gw = if n.gateway.is_some() { ", one of them the reserved gateway" } else { "" };
+                    format!("{} has {} usable addresses{gw}", n.subnet, ipam::host_count(n.subnet))
+                })
                 .help(format!(
-                    "use a bigger subnet for network {} ({count} more address(es) needed), or fewer static \
-                     addresses",
-                    n.name
+                    "use a bigger subnet for network {} ({count} more {} needed), or fewer static addresses",
+                    n.name,
+                    if count == 1 { "address" } else { "addresses" }
                 )),
             );
         }
@@ -398,7 +398,8 @@ impl Compiler<'_> {
                     format!("{pool} holds {} /{p} subnets", P2pCursor::capacity(pool, p)),
                 )
                 .help(format!(
-                    "enlarge `pools.p2p` ({count} more /{p} subnet(s) needed), or give links a static `subnet`"
+                    "enlarge `pools.p2p` ({count} more /{p} {} needed), or give links a static `subnet`",
+                    if count == 1 { "subnet" } else { "subnets" }
                 )),
             );
         }
@@ -692,7 +693,7 @@ impl Compiler<'_> {
             };
             self.diags.push(
                 Diagnostic::new(
-                    "topo::unreachable-next-hop",
+                    "topo::unreachable-gateway",
                     r.span,
                     format!(
                         "next hop {} of the route to {} is not on any subnet of node {}",

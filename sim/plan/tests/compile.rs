@@ -202,7 +202,7 @@ fn duplicate_user_interface_names_are_reported() {
     h.interfaces[1].span = sp(77);
     t.nodes.push(h);
     let diags = topo_plan::compile(&t).expect_err("duplicate name");
-    assert_eq!(diags[0].code, "topo::duplicate-interface-name");
+    assert_eq!(diags[0].code, "topo::duplicate-interface");
     assert_eq!(diags[0].span, Some(sp(77)));
 }
 
@@ -236,7 +236,7 @@ fn unreachable_next_hop_is_an_error_at_the_route() {
     t.nodes.push(h);
     let diags = topo_plan::compile(&t).expect_err("next hop not connected");
     assert_eq!(diags.len(), 1);
-    assert_eq!(diags[0].code, "topo::unreachable-next-hop");
+    assert_eq!(diags[0].code, "topo::unreachable-gateway");
     assert_eq!(diags[0].span, Some(sp(55)));
     assert!(diags[0].help.as_deref().unwrap_or("").contains("10.0.0.0/24"), "{:?}", diags[0].help);
 }
