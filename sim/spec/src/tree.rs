@@ -6,6 +6,7 @@
 //! groups, counters) are then applied to this tree, which keeps every value's original span.
 
 use marked_yaml::loader::{parse_yaml_with_options, LoaderOptions};
+use marked_yaml::types::MarkedScalarNode;
 use marked_yaml::{LoadError, Marker, Node};
 
 use crate::diag::Diagnostic;
@@ -174,33 +175,28 @@ pub fn parse(text: &str) -> Result<Map, Box<Diagnostic>> {
     }
 }
 
+fn scalar(idx: &LineIndex<'_>, s: &MarkedScalarNode) -> Scalar {
+    let span = match s.span().start() {
+        Some(m) => {
+            let offset = idx.offset(m.line(), m.column());
+            idx.span_at(m, idx.scalar_len(offset, s.as_str()))
+        }
+        None => Span::default(),
+    };
+    Scalar { s: s.as_str().to_owned(), span, plain: s.may_coerce() }
+}
+
 fn convert(idx: &LineIndex<'_>, node: &Node) -> Y {
     match node {
-        Node::Scalar(s) => {
-            let span = match s.span().start() {
-                Some(m) => {
-                    let offset = idx.offset(m.line(), m.column());
-                    idx.span_at(m, idx.scalar_len(offset, s.as_str()))
-                }
-                None => Span::default(),
-            };
-            Y::Scalar(Scalar { s: s.as_str().to_owned(), span, plain: s.may_coerce() })
-        }
+        Node::Scalar(s) => Y::Scalar(scalar(idx, s)),
         Node::Sequence(seq) => {
             let span = seq.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
             Y::Seq(seq.iter().map(|n| convert(idx, n)).collect(), span)
         }
         Node::Mapping(map) => {
             let mut span = map.span().start().map(|m| idx.span_at(m, 1)).unwrap_or_default();
-            let entries: Vec<(Scalar, Y)> = map
-                .iter()
-                .map(|(k, v)| {
-                    let Y::Scalar(key) = convert(idx, &Node::Scalar(k.clone())) else {
-                        unreachable!("a scalar converts to a scalar")
-                    };
-                    (key, convert(idx, v))
-                })
-                .collect();
+            let entries: Vec<(Scalar, Y)> =
+                map.iter().map(|(k, v)| (scalar(idx, k), convert(idx, v))).collect();
             // A block mapping's start mark can trail its first key; point at the key instead.
             if let Some((k, _)) = entries.first() {
                 if k.span.offset < span.offset {
