@@ -137,18 +137,18 @@ fn addressing_values_and_routing() {
 fn spans_point_at_the_source() {
     let text = "name: s\nnetworks:\n  lan: {subnet: 10.0.0.0/24}\nnodes:\n  héllo-not: {}\n  b:\n    interfaces: [lan]\n";
     let err = topo_spec::parse_str("s.yaml", text).expect_err("é is not allowed in names");
-    let d = &err.items[0];
-    assert_eq!(d.code, "topo::invalid-name");
-    let s = d.span.expect("span");
-    assert_eq!((s.line, s.col), (5, 3));
-    assert_eq!(&text[s.offset..s.offset + s.len], "héllo-not");
+    let diag = &err.items[0];
+    assert_eq!(diag.code, "topo::invalid-name");
+    let span = diag.span.expect("span");
+    assert_eq!((span.line, span.col), (5, 3));
+    assert_eq!(&text[span.offset..span.offset + span.len], "héllo-not");
 
     let text = text.replace("héllo-not", "a");
     let t = parse(&text);
     let b = node(&t, "b");
     assert_eq!((b.span.line, b.span.col), (6, 3));
-    let i = &b.interfaces[0];
-    assert_eq!(&text[i.span.offset..i.span.offset + i.span.len], "lan");
+    let iface = &b.interfaces[0];
+    assert_eq!(&text[iface.span.offset..iface.span.offset + iface.span.len], "lan");
     assert_eq!(t.networks[0].subnet_span.line, 3);
 }
 
