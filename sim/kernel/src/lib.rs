@@ -9,10 +9,17 @@
 // The kernel-side crates are the only ones allowed `unsafe` (each block has a SAFETY note).
 #![allow(unsafe_code)]
 
+mod build;
 mod error;
+mod hooks;
+pub mod interrupt;
 mod lab;
+mod netlink;
 pub mod state;
+mod status;
+mod teardown;
 
+use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +61,10 @@ impl SourceInfo {
     /// SHA-256 of the text, hex.
     pub fn hash(&self) -> String {
         let d = Sha256::digest(self.text.as_bytes());
-        d.iter().map(|b| format!("{b:02x}")).collect()
+        d.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
     }
 }
 
@@ -174,28 +184,9 @@ pub struct IfaceStatus {
     pub addresses: Vec<String>,
 }
 
-/// Build the lab described by `plan`. Rolls back on any failure or Ctrl-C.
-pub fn up(plan: &Plan, source: &SourceInfo, opts: &UpOpts) -> Result<UpReport, KernelError> {
-    let _ = (plan, source, opts);
-    Err(KernelError::Backend("up: not wired yet".into()))
-}
-
-/// Tear a lab down, collecting every error.
-pub fn down(lab: &str) -> Result<DownReport, KernelError> {
-    let _ = lab;
-    Err(KernelError::Backend("down: not wired yet".into()))
-}
-
-/// Remove the residue of every topo lab on this machine.
-pub fn gc() -> Result<GcReport, KernelError> {
-    Err(KernelError::Backend("gc: not wired yet".into()))
-}
-
-/// Status of a lab read from the kernel.
-pub fn status(lab: &str) -> Result<LabStatus, KernelError> {
-    let _ = lab;
-    Err(KernelError::Backend("status: not wired yet".into()))
-}
+pub use build::up;
+pub use status::status;
+pub use teardown::{down, down_with, gc};
 
 /// Labs with a state directory on this machine, sorted by name.
 pub fn list_labs() -> Result<Vec<LabSummary>, KernelError> {
@@ -222,7 +213,7 @@ pub fn list_labs() -> Result<Vec<LabSummary>, KernelError> {
             ),
             Err(_) => ("broken".to_owned(), None, None),
         };
-        let nodes = sd.read_plan().map(|p| p.nodes.len()).unwrap_or(0);
+        let nodes = sd.read_plan().map_or(0, |p| p.nodes.len());
         out.push(LabSummary { lab, phase, nodes, source, created });
     }
     out.sort_by(|a, b| a.lab.cmp(&b.lab));

@@ -141,7 +141,7 @@ impl StateDir {
             if waited >= wait {
                 return Err(KernelError::Locked { lab: self.lab.clone(), waited });
             }
-            std::thread::sleep(pause.min(wait - waited));
+            std::thread::sleep(pause.min(wait.saturating_sub(waited)));
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
