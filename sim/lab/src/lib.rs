@@ -68,4 +68,11 @@ pub trait Lab {
     fn path(&mut self, from: &str, to: &str) -> Result<PathResult, LabError>;
     fn nat(&mut self, from: &str, to: &str) -> Result<NatResult, LabError>;
     fn exec(&mut self, node: &str, argv: &[String]) -> Result<ExecOutput, LabError>;
+    /// Measure convergence: start the probe streams of `req`, inject `fault` while they run
+    /// (and keep it applied), and report per flow the outage and the time to stable.
+    /// Backends without a clock (the model) keep this default: not applicable.
+    fn converge(&mut self, req: &ConvergeRequest, fault: &Fault) -> Result<ConvergeReport, LabError> {
+        let _ = (req, fault);
+        Err(LabError::NotApplicable { backend: self.backend(), what: "convergence measurement".to_owned() })
+    }
 }
