@@ -359,10 +359,42 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
     into_result(errors)
 }
 
-/// Make the kernel match `new`, given that it matched `old`.
+/// Make the kernel match `new`, given that it matched `old`: rules, links, qdiscs, delayers,
+/// and paused nodes (SIGSTOP for newly paused, SIGCONT for resumed ones).
 pub fn enforce(plan: &Plan, state_dir: &Path, old: &FaultState, new: &FaultState) -> Result<(), ChaosError> {
     let netem = netem_for(plan);
-    apply_diff(plan, state_dir, &desired(plan, old, netem), &desired(plan, new, netem))
+    let mut errors = Vec::new();
+    if let Err(e) = apply_diff(plan, state_dir, &desired(plan, old, netem), &desired(plan, new, netem)) {
+        errors.push(e);
+    }
+    for n in new.nodes_paused.difference(&old.nodes_paused) {
+        if let Err(e) = node_signal(plan, n, NodeSignal::Pause) {
+            errors.push(e);
+        }
+    }
+    for n in old.nodes_paused.difference(&new.nodes_paused) {
+        if let Err(e) = node_signal(plan, n, NodeSignal::Resume) {
+            errors.push(e);
+        }
+    }
+    into_result(errors)
+}
+
+/// What a backend does for one fault, given the state before and after
+/// [`FaultState::apply`]: [`enforce`] the new state, and for `NodeKill` (an event, not state)
+/// SIGKILL the node's processes.
+pub fn apply_fault(
+    plan: &Plan,
+    state_dir: &Path,
+    old: &FaultState,
+    new: &FaultState,
+    fault: &topo_lab::Fault,
+) -> Result<(), ChaosError> {
+    enforce(plan, state_dir, old, new)?;
+    if let topo_lab::Fault::NodeKill { node } = fault {
+        node_signal(plan, node, NodeSignal::Kill)?;
+    }
+    Ok(())
 }
 
 /// Apply the topology file's impairments (`LinkPlan.impair_ab/ba`) on a fresh lab.

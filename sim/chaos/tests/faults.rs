@@ -75,7 +75,7 @@ fn node_kill_pause_resume() {
     if !topo_lab::testkit::require_root("chaos::node_kill_pause_resume") {
         return;
     }
-    let lab = TestLab::up("cnk", PAIR);
+    let mut lab = TestLab::up("cnk", PAIR);
     let mut cmd = Command::new("sleep");
     cmd.arg("600").stdin(Stdio::null());
     topo_netns::command_in(&mut cmd, &lab.netns("a"), None).unwrap();
@@ -89,7 +89,8 @@ fn node_kill_pause_resume() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(proc_state(pid), Some('T'), "paused process is stopped");
-    topo_chaos::node_signal(&lab.plan, "a", topo_chaos::NodeSignal::Resume).unwrap();
+    lab.apply(&Fault::NodePause { node: "a".into() });
+    lab.apply(&Fault::NodeResume { node: "a".into() });
     let deadline = Instant::now() + Duration::from_secs(2);
     while proc_state(pid) == Some('T') && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -97,7 +98,7 @@ fn node_kill_pause_resume() {
     assert_eq!(proc_state(pid), Some('S'), "resumed process sleeps again");
     // b's processes are untouched by a's kill.
     assert!(topo_chaos::node_signal(&lab.plan, "b", topo_chaos::NodeSignal::Kill).unwrap().is_empty());
-    topo_chaos::node_signal(&lab.plan, "a", topo_chaos::NodeSignal::Kill).unwrap();
+    lab.apply(&Fault::NodeKill { node: "a".into() });
     let status = child.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
 }

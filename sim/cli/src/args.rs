@@ -27,4 +27,25 @@ pub enum Command {
     },
     /// Print the JSON Schema of the topology format (for editor validation of topology files).
     Schema,
+    /// Partition the lab (Blockade semantics): `topo partition a,b c`, one-way `--oneway a->b`,
+    /// grudges `--drop FROM->TO`, or `--random [--seed N]`. Prints the resulting groups.
+    Partition(crate::commands::chaos::PartitionArgs),
+    /// Remove every partition and one-way drop.
+    #[command(alias = "join")]
+    Heal(crate::commands::chaos::LabArg),
+    /// Link faults: `down|up` (carrier loss), `cut|restore` (silent loss, carrier up), between
+    /// two linked nodes or for a node's attachment to a network.
+    Link(crate::commands::chaos::LinkArgs),
+    /// Node faults: kill, pause, resume, stop, start.
+    Node(crate::commands::chaos::NodeArgs),
+    /// Impair a link per direction: `topo impair a b --delay 50ms --loss 2% [--dir a->b]`, or `--clear`.
+    Impair(crate::commands::chaos::ImpairArgs),
+    /// The fault audit log of a lab.
+    Events(crate::commands::events::EventsArgs),
+    /// Internal: the userspace impairment process (started by topo itself).
+    #[command(name = "__delayer", hide = true)]
+    Delayer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }

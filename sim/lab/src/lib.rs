@@ -3,6 +3,7 @@
 
 pub mod converge;
 pub mod fault;
+pub mod fault_text;
 pub mod probe;
 pub mod select;
 pub mod testkit;

@@ -137,7 +137,7 @@ impl TestLab {
         let old = self.faults.clone();
         let mut new = old.clone();
         new.apply(&self.plan, fault).unwrap();
-        topo_chaos::enforce(&self.plan, &self.state_dir, &old, &new).unwrap();
+        topo_chaos::apply_fault(&self.plan, &self.state_dir, &old, &new, fault).unwrap();
         self.faults = new;
     }
 

@@ -3,11 +3,21 @@
 mod schema;
 mod validate;
 
+pub mod chaos;
+pub mod events;
+
 use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { files, json } => validate::run(&files, json),
         Command::Schema => schema::run(),
+        Command::Partition(a) => chaos::partition(&a),
+        Command::Heal(a) => chaos::heal(&a),
+        Command::Link(a) => chaos::link(&a),
+        Command::Node(a) => chaos::node(&a),
+        Command::Impair(a) => chaos::impair(&a),
+        Command::Events(a) => events::run(&a),
+        Command::Delayer { args } => chaos::delayer(&args),
     }
 }
