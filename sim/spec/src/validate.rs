@@ -283,26 +283,49 @@ fn interface_names(t: &Topology, nodes_x: &[NodeExtra], links_x: &[LinkExtra], d
     }
 }
 
-/// Names a node can use for its attachments: its networks and the peers of its links.
-fn attachment_names(t: &Topology) -> Vec<HashSet<&str>> {
+/// Names a node can use for its attachments (its networks and the peers of its links), with
+/// how many attachments answer to each name.
+fn attachment_names(t: &Topology) -> Vec<HashMap<&str, u32>> {
     let index: HashMap<&str, usize> = t.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
-    let mut out: Vec<HashSet<&str>> =
-        t.nodes.iter().map(|n| n.interfaces.iter().map(|i| i.network.as_str()).collect()).collect();
+    let mut out: Vec<HashMap<&str, u32>> = t
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut m = HashMap::new();
+            for i in &n.interfaces {
+                *m.entry(i.network.as_str()).or_insert(0) += 1;
+            }
+            m
+        })
+        .collect();
     for l in &t.links {
         if let Some(&i) = index.get(l.a.node.as_str()) {
-            out[i].insert(l.b.node.as_str());
+            *out[i].entry(l.b.node.as_str()).or_insert(0) += 1;
         }
         if let Some(&i) = index.get(l.b.node.as_str()) {
-            out[i].insert(l.a.node.as_str());
+            *out[i].entry(l.a.node.as_str()).or_insert(0) += 1;
         }
     }
     out
 }
 
+fn ambiguous(node: &str, what: &str, name: &str, span: Span) -> Diagnostic {
+    Diagnostic::new(
+        "topo::ambiguous-attachment",
+        span,
+        format!("{what} names `{name}`, which matches more than one attachment of `{node}`"),
+    )
+    .label("ambiguous attachment")
+    .help(
+        "attachments are named by network, or by the peer node of a link; a node attached twice to the same \
+         network or linked twice to the same peer (or to a node named like one of its networks) cannot be told apart",
+    )
+}
+
 fn attachments(t: &Topology, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>) {
     let names = attachment_names(t);
-    let unknown = |node: &str, what: &str, name: &str, span: Span, have: &HashSet<&str>| {
-        let mut list: Vec<&str> = have.iter().copied().collect();
+    let unknown = |node: &str, what: &str, name: &str, span: Span, have: &HashMap<&str, u32>| {
+        let mut list: Vec<&str> = have.keys().copied().collect();
         list.sort_unstable();
         let help = match values::suggest(name, list.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -337,15 +360,19 @@ fn attachments(t: &Topology, nodes_x: &[NodeExtra], diags: &mut Vec<Diagnostic>)
             }
             if let Some(ospf) = &r.ospf {
                 for (name, oi) in &ospf.interfaces {
-                    if !have.contains(name.as_str()) {
-                        diags.push(unknown(&n.name, "OSPF interface", name, oi.span, have));
+                    match have.get(name.as_str()) {
+                        None => diags.push(unknown(&n.name, "OSPF interface", name, oi.span, have)),
+                        Some(&c) if c > 1 => diags.push(ambiguous(&n.name, "OSPF interface", name, oi.span)),
+                        Some(_) => {}
                     }
                 }
             }
         }
         for (name, span) in n.masquerade.iter().zip(&x.masquerade_spans) {
-            if !have.contains(name.as_str()) {
-                diags.push(unknown(&n.name, "masquerade", name, *span, have));
+            match have.get(name.as_str()) {
+                None => diags.push(unknown(&n.name, "masquerade", name, *span, have)),
+                Some(&c) if c > 1 => diags.push(ambiguous(&n.name, "masquerade", name, *span)),
+                Some(_) => {}
             }
         }
     }

@@ -43,6 +43,7 @@ const CODES: &[&str] = &[
     "topo::impairment-range",
     "topo::routing-on-host",
     "topo::unknown-attachment",
+    "topo::ambiguous-attachment",
     "topo::unreachable-gateway",
 ];
 
