@@ -20,8 +20,32 @@ const NAME: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /// Node keys may carry one counter range, e.g. `web-{1..5}`.
 const NODE_KEY: &str = r"^[a-z0-9{}.-]+$";
 
+/// Optional keys accept null ("not set"; in nodes it clears an inherited value).
+fn nullable(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        if let Some(t) = m.get_mut("type") {
+            match t {
+                Value::String(s) => *t = json!([s.clone(), "null"]),
+                Value::Array(a) => a.push(json!("null")),
+                _ => {}
+            }
+        } else if let Some(Value::Array(e)) = m.get_mut("enum") {
+            e.push(Value::Null);
+        } else if let Some(Value::Array(a)) = m.get_mut("anyOf") {
+            a.push(json!({"type": "null"}));
+        }
+    }
+    v
+}
+
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
-    let props = props.as_object().cloned().unwrap_or_default();
+    let props: Map<String, Value> = props
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| if required.contains(&k.as_str()) { (k, v) } else { (k, nullable(v)) })
+        .collect();
     debug_assert!(keys.iter().all(|k| props.contains_key(*k)), "schema misses a key of {keys:?}");
     json!({
         "type": "object",
@@ -31,8 +55,10 @@ fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     })
 }
 
+/// A string of the given form, or one that holds a counter expression (`{n+1}`), which only
+/// takes its form after expansion.
 fn string(pattern: &str, description: &str) -> Value {
-    json!({"type": "string", "pattern": pattern, "description": description})
+    json!({"type": "string", "pattern": format!("({pattern})|\\{{n"), "description": description})
 }
 
 /// Scalars that YAML may write as numbers or strings (`mtu: 1500`, `mtu: "1500"`).
@@ -63,7 +89,7 @@ fn node_props() -> Value {
             "address": {
                 "type": "string",
                 "description": "`auto` (default), `dhcp`, or a static IPv4 address (optionally with the network's prefix length)",
-                "pattern": r"^(auto|dhcp|[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?)$",
+                "pattern": r"(^(auto|dhcp|[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?)$)|\{n",
             },
             "name": {"type": "string", "maxLength": 15, "description": "interface name inside the node"},
             "address6": {"type": "string", "description": "static IPv6 address inside the network's `subnet6`"},
