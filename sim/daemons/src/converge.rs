@@ -169,11 +169,22 @@ fn problems(r: &RouterExpect, obs: &Observation, names: &BTreeMap<Ipv4Addr, Stri
                     None => missing.push(format!("{} (from {})", want.prefix, want.from.join(", "))),
                     Some(_) if r.own_static.contains(&want.prefix) => {}
                     Some(f) => match f.gateway {
-                        Some(g) if allowed.contains(&g) => {}
-                        Some(g) => out.push(format!(
-                            "route to {} goes via {g} on {}, which is not a live OSPF neighbor",
-                            want.prefix, f.iface
-                        )),
+                        Some(g) => match &want.via {
+                            Some(via) if !via.contains(&g) => {
+                                let list: Vec<String> = via.iter().map(ToString::to_string).collect();
+                                out.push(format!(
+                                    "route to {} goes via {g} on {}, not the shortest path (via {})",
+                                    want.prefix,
+                                    f.iface,
+                                    list.join(" or ")
+                                ));
+                            }
+                            None if !allowed.contains(&g) => out.push(format!(
+                                "route to {} goes via {g} on {}, which is not a live OSPF neighbor",
+                                want.prefix, f.iface
+                            )),
+                            _ => {}
+                        },
                         None => out.push(format!(
                             "route to {} is directly on {} instead of via an OSPF neighbor",
                             want.prefix, f.iface
@@ -359,7 +370,7 @@ pub fn health(plan: &Plan, state_dir: &Path) -> Vec<DaemonHealth> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expect::tests::triangle;
+    use crate::testkit::triangle;
 
     fn obs(neighbors: Vec<SeenNeighbor>, fib: Vec<fib::FibRoute>) -> Observation {
         Observation { neighbors: Ok(neighbors), bfd: None, fib: Ok(fib) }
@@ -417,7 +428,12 @@ mod tests {
             p[0].starts_with("still Full with r2 (10.255.0.2) on eth-r2 although the link is cut"),
             "{p:?}"
         );
-        assert!(p.iter().any(|s| s.contains("route to 10.255.0.2/32 goes via 10.0.12.2")), "{p:?}");
+        assert!(
+            p.iter().any(|s| s.contains(
+                "route to 10.255.0.2/32 goes via 10.0.12.2 on eth-r2, not the shortest path (via 10.0.13.2)"
+            )),
+            "{p:?}"
+        );
     }
 
     #[test]

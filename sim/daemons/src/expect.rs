@@ -40,6 +40,8 @@ pub struct NeighborExpect {
     pub router_id: Ipv4Addr,
     /// The neighbor's addresses on the shared subnet (next hops through it).
     pub peer_addrs: Vec<Ipv4Addr>,
+    /// OSPF cost of our interface (the cost of reaching the neighbor).
+    pub cost: u32,
     pub point_to_point: bool,
     pub want: Want,
     /// Both ends run BFD, so a BFD session should be up while the adjacency is.
@@ -51,6 +53,10 @@ pub struct RouteExpect {
     pub prefix: Ipv4Net,
     /// Routers that advertise it.
     pub from: Vec<String>,
+    /// Next hops of the shortest paths (several with equal-cost paths). `None` when they cannot
+    /// be predicted (several areas, or adjacencies that faults make uncertain): then any live
+    /// neighbor is accepted.
+    pub via: Option<Vec<Ipv4Addr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,25 +153,33 @@ impl View<'_> {
         self.faults.dropped(a, b) || self.faults.dropped(b, a)
     }
 
-    /// Prefixes a router advertises into OSPF given its up interfaces.
-    fn advertised(&self, n: &NodePlan, o: &OspfPlan) -> BTreeSet<Ipv4Net> {
-        let mut out = BTreeSet::new();
+    /// Prefixes a router advertises into OSPF given its up interfaces, with the cost it adds
+    /// (the interface cost for subnets; 0 for loopback host routes and external routes, whose
+    /// ties are broken by the distance to the advertising router).
+    fn advertised(&self, n: &NodePlan, o: &OspfPlan) -> BTreeMap<Ipv4Net, u64> {
+        let mut out = BTreeMap::new();
         if self.faults.nodes_stopped.contains(&n.name) {
             return out;
         }
+        let mut add = |p: Ipv4Net, cost: u64| {
+            let e = out.entry(p.trunc()).or_insert(cost);
+            *e = (*e).min(cost);
+        };
         for oi in &o.interfaces {
             if oi.iface == "lo" {
-                out.extend(n.loopbacks.iter().map(Ipv4Net::trunc));
+                n.loopbacks.iter().for_each(|p| add(*p, 0));
                 continue;
             }
             if let Some(i) = n.iface(&oi.iface) {
                 if self.up(&n.name, &i.attachment) {
-                    out.extend(i.addresses.iter().map(Ipv4Net::trunc));
+                    i.addresses.iter().for_each(|p| add(*p, u64::from(oi.cost)));
                 }
             }
         }
         if o.redistribute_static {
-            out.extend(topo_plan::daemons::static_prefixes(n));
+            for p in topo_plan::daemons::static_prefixes(n) {
+                add(p, 0);
+            }
         }
         out
     }
@@ -220,6 +234,7 @@ impl View<'_> {
                         peer: peer.name.clone(),
                         router_id: po.router_id,
                         peer_addrs: pi.addresses.iter().map(Ipv4Net::addr).collect(),
+                        cost: oi.cost,
                         point_to_point: oi.point_to_point,
                         bfd: o.bfd && po.bfd && want == Want::Full,
                         want,
@@ -256,18 +271,32 @@ pub fn expectations(plan: &Plan, faults: &FaultState) -> Vec<RouterExpect> {
             }
         }
     }
-    let adv: Vec<BTreeSet<Ipv4Net>> = routers.iter().map(|(n, o)| v.advertised(n, o)).collect();
+    let adv: Vec<BTreeMap<Ipv4Net, u64>> = routers.iter().map(|(n, o)| v.advertised(n, o)).collect();
+    // Next hops are predictable when every adjacency is certain and there is a single area
+    // (inter-area routing may prefer longer paths through the backbone).
+    let areas: BTreeSet<Ipv4Addr> =
+        routers.iter().flat_map(|(_, o)| o.interfaces.iter().map(|i| i.area)).collect();
+    let certain = areas.len() <= 1 && neighbors.iter().flatten().all(|nb| nb.want != Want::Any);
     let mut out = Vec::with_capacity(routers.len());
-    for (i, ((n, o), ns)) in routers.iter().zip(neighbors).enumerate() {
+    for (i, (n, o)) in routers.iter().enumerate() {
         let connected = v.connected(n);
         let root = find(&mut parent, i);
-        let mut routes: BTreeMap<Ipv4Net, Vec<String>> = BTreeMap::new();
+        let (dist, hops) = shortest_paths(i, &neighbors, &index);
+        let mut routes: BTreeMap<Ipv4Net, (Vec<String>, u64, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
         for (j, (s, _)) in routers.iter().enumerate() {
             if j == i || find(&mut parent, j) != root {
                 continue;
             }
-            for p in adv[j].iter().filter(|p| !connected.contains(p)) {
-                routes.entry(*p).or_default().push(s.name.clone());
+            for (p, stub) in adv[j].iter().filter(|(p, _)| !connected.contains(p)) {
+                let e = routes.entry(*p).or_insert_with(|| (Vec::new(), u64::MAX, BTreeSet::new()));
+                e.0.push(s.name.clone());
+                let metric = dist[j].saturating_add(*stub);
+                if metric < e.1 {
+                    e.1 = metric;
+                    e.2.clone_from(&hops[j]);
+                } else if metric == e.1 {
+                    e.2.extend(hops[j].iter().copied());
+                }
             }
         }
         out.push(RouterExpect {
@@ -275,151 +304,56 @@ pub fn expectations(plan: &Plan, faults: &FaultState) -> Vec<RouterExpect> {
             netns: n.netns.clone(),
             router_id: o.router_id,
             checked: v.live(&n.name),
-            neighbors: ns,
-            routes: routes.into_iter().map(|(prefix, from)| RouteExpect { prefix, from }).collect(),
+            neighbors: neighbors[i].clone(),
+            routes: routes
+                .into_iter()
+                .map(|(prefix, (from, _, via))| RouteExpect {
+                    prefix,
+                    from,
+                    via: certain.then(|| via.into_iter().collect()),
+                })
+                .collect(),
             own_static: topo_plan::daemons::static_prefixes(n),
         });
     }
     out
 }
 
+/// Dijkstra over required adjacencies from router `from` (costs are those of the outgoing
+/// interfaces, as in OSPF). Returns each router's distance and the next-hop addresses of all
+/// its shortest paths.
+fn shortest_paths(
+    from: usize,
+    neighbors: &[Vec<NeighborExpect>],
+    index: &BTreeMap<&str, usize>,
+) -> (Vec<u64>, Vec<BTreeSet<Ipv4Addr>>) {
+    let n = neighbors.len();
+    let mut dist = vec![u64::MAX; n];
+    let mut hops: Vec<BTreeSet<Ipv4Addr>> = vec![BTreeSet::new(); n];
+    let mut done = vec![false; n];
+    dist[from] = 0;
+    while let Some(u) = (0..n).filter(|&x| !done[x] && dist[x] != u64::MAX).min_by_key(|&x| dist[x]) {
+        done[u] = true;
+        for nb in neighbors[u].iter().filter(|nb| nb.want == Want::Full) {
+            let Some(&w) = index.get(nb.peer.as_str()) else { continue };
+            let d = dist[u] + u64::from(nb.cost);
+            let via: BTreeSet<Ipv4Addr> =
+                if u == from { nb.peer_addrs.iter().copied().collect() } else { hops[u].clone() };
+            if d < dist[w] {
+                dist[w] = d;
+                hops[w] = via;
+            } else if d == dist[w] && !done[w] {
+                hops[w].extend(via);
+            }
+        }
+    }
+    (dist, hops)
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::collections::BTreeMap;
-
-    use topo_plan::{
-        Fabric, IfacePlan, LinkEndPlan, LinkPlan, Mac, OspfIfacePlan, RoutingPlan, PLAN_VERSION,
-    };
-    use topo_spec::NodeKind;
-
+mod tests {
     use super::*;
-
-    fn node(name: &str, kind: NodeKind) -> NodePlan {
-        NodePlan {
-            name: name.into(),
-            netns: format!("topo-t.{name}"),
-            hostname: name.into(),
-            kind,
-            groups: vec![],
-            labels: BTreeMap::new(),
-            interfaces: vec![],
-            loopbacks: vec![],
-            routes: vec![],
-            sysctls: BTreeMap::new(),
-            depends_on: vec![],
-            routing: None,
-            masquerade: vec![],
-        }
-    }
-
-    fn iface(name: &str, addr: &str, attachment: Attachment) -> IfacePlan {
-        IfacePlan {
-            name: name.into(),
-            mac: Mac([2, 0, 0, 0, 0, 1]),
-            mtu: 1500,
-            addresses: vec![addr.parse().unwrap()],
-            addresses6: vec![],
-            dhcp: false,
-            attachment,
-        }
-    }
-
-    /// The OSPF triangle: r1, r2, r3 on p2p links 10.0.{12,13,23}.0/30, loopbacks 10.255.0.N,
-    /// and a LAN 10.1.N.0/24 with one host (hN) behind each router (passive on the LAN).
-    pub(crate) fn triangle(lab: &str, fast: bool, bfd: bool) -> Plan {
-        let mut nodes: Vec<NodePlan> = (1..=3).map(|i| node(&format!("r{i}"), NodeKind::Router)).collect();
-        let mut links = Vec::new();
-        for (li, (a, b)) in [(1, 2), (1, 3), (2, 3)].into_iter().enumerate() {
-            let subnet: Ipv4Net = format!("10.0.{a}{b}.0/30").parse().unwrap();
-            let (ia, ib) = (format!("eth-r{b}"), format!("eth-r{a}"));
-            let aa = format!("10.0.{a}{b}.1/30");
-            let ba = format!("10.0.{a}{b}.2/30");
-            nodes[a - 1].interfaces.push(iface(
-                &ia,
-                &aa,
-                Attachment::Link { link: li, peer_node: format!("r{b}"), peer_iface: ib.clone() },
-            ));
-            nodes[b - 1].interfaces.push(iface(
-                &ib,
-                &ba,
-                Attachment::Link { link: li, peer_node: format!("r{a}"), peer_iface: ia.clone() },
-            ));
-            links.push(LinkPlan {
-                index: li,
-                a: LinkEndPlan { node: format!("r{a}"), iface: ia, address: aa.parse().unwrap() },
-                b: LinkEndPlan { node: format!("r{b}"), iface: ib, address: ba.parse().unwrap() },
-                subnet,
-                mtu: 1500,
-                impair_ab: topo_spec::Impairment::default(),
-                impair_ba: topo_spec::Impairment::default(),
-            });
-        }
-        let mut hosts = Vec::new();
-        for i in 1..=3 {
-            let lan = Attachment::Network {
-                network: format!("lan{i}"),
-                bridge: format!("br{i}"),
-                port: format!("p{i}"),
-            };
-            let r = &mut nodes[i - 1];
-            r.interfaces.insert(0, iface("eth0", &format!("10.1.{i}.1/24"), lan.clone()));
-            r.loopbacks.push(format!("10.255.0.{i}/32").parse().unwrap());
-            let mut h = node(&format!("h{i}"), NodeKind::Host);
-            h.interfaces.push(iface("eth0", &format!("10.1.{i}.10/24"), lan));
-            h.routes.push(topo_plan::RoutePlan {
-                to: "0.0.0.0/0".parse().unwrap(),
-                via: format!("10.1.{i}.1").parse().unwrap(),
-                dev: "eth0".into(),
-                metric: None,
-                origin: topo_plan::RouteOrigin::Gateway,
-            });
-            hosts.push(h);
-        }
-        for r in &mut nodes {
-            let mut ifs: Vec<OspfIfacePlan> = r
-                .interfaces
-                .iter()
-                .map(|i| OspfIfacePlan {
-                    iface: i.name.clone(),
-                    area: Ipv4Addr::UNSPECIFIED,
-                    cost: 10,
-                    passive: i.name == "eth0",
-                    point_to_point: matches!(i.attachment, Attachment::Link { .. }),
-                })
-                .collect();
-            ifs.push(OspfIfacePlan {
-                iface: "lo".into(),
-                area: Ipv4Addr::UNSPECIFIED,
-                cost: 10,
-                passive: true,
-                point_to_point: false,
-            });
-            let o = OspfPlan {
-                router_id: r.loopbacks[0].addr(),
-                hello_interval: if fast { 1 } else { 10 },
-                dead_interval: if fast { 3 } else { 40 },
-                fast,
-                bfd,
-                bfd_interval_ms: 50,
-                bfd_multiplier: 3,
-                interfaces: ifs,
-                redistribute_static: false,
-            };
-            r.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
-            let configs = topo_plan::daemons::render_frr(r, &o);
-            r.routing = Some(RoutingPlan { daemon: RoutingDaemon::Frr, ospf: Some(o), configs });
-        }
-        nodes.extend(hosts);
-        Plan {
-            version: PLAN_VERSION,
-            lab: lab.into(),
-            fabric: Fabric { netns: format!("topo-{lab}"), bridges: vec![] },
-            start_order: (0..nodes.len()).collect(),
-            nodes,
-            links,
-            hosts: vec![],
-        }
-    }
+    use crate::testkit::triangle;
 
     fn prefixes(r: &RouterExpect) -> Vec<String> {
         r.routes.iter().map(|x| x.prefix.to_string()).collect()
@@ -441,6 +375,10 @@ pub(crate) mod tests {
             ["10.0.23.0/30", "10.1.2.0/24", "10.1.3.0/24", "10.255.0.2/32", "10.255.0.3/32"]
         );
         assert_eq!(r1.routes[0].from, ["r2", "r3"]);
+        // Shortest paths: the far link subnet is an equal-cost pair; loopbacks go direct.
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(r1.routes[0].via, Some(vec![ip("10.0.12.2"), ip("10.0.13.2")]));
+        assert_eq!(r1.routes[3].via, Some(vec![ip("10.0.12.2")]));
         assert_eq!(r1.allowed_gateways().len(), 2);
     }
 
@@ -458,6 +396,8 @@ pub(crate) mod tests {
         assert!(!p.contains(&"10.0.12.0/30".to_string()), "{p:?}");
         assert!(p.contains(&"10.255.0.2/32".to_string()), "{p:?}");
         assert_eq!(r1.allowed_gateways(), ["10.0.13.2".parse::<Ipv4Addr>().unwrap()].into());
+        let lo2 = r1.routes.iter().find(|r| r.prefix.to_string() == "10.255.0.2/32").unwrap();
+        assert_eq!(lo2.via, Some(vec!["10.0.13.2".parse::<Ipv4Addr>().unwrap()]));
         // r3 no longer has the link subnet either.
         assert!(!prefixes(&e[2]).contains(&"10.0.12.0/30".to_string()));
     }
@@ -496,5 +436,28 @@ pub(crate) mod tests {
         assert_eq!(e[0].neighbors[1].want, Want::Any);
         assert!(e[0].routes.is_empty());
         assert_eq!(prefixes(&e[1]), ["10.0.13.0/30", "10.1.3.0/24", "10.255.0.3/32"]);
+        // With uncertain adjacencies, next hops are not predicted.
+        assert!(e[1].routes.iter().all(|r| r.via.is_none()));
+    }
+}
+
+#[cfg(test)]
+mod cost_tests {
+    use super::*;
+    use crate::testkit::triangle;
+
+    #[test]
+    fn costs_steer_the_expected_next_hop() {
+        // r1-r2 costs 100 on r1's side: r1 reaches r2's loopback via r3 (10 + 10 < 100).
+        let mut plan = triangle("t", true, false);
+        let r1 = plan.nodes.iter_mut().find(|n| n.name == "r1").unwrap();
+        let o = r1.routing.as_mut().unwrap().ospf.as_mut().unwrap();
+        o.interfaces.iter_mut().find(|i| i.iface == "eth-r2").unwrap().cost = 100;
+        let e = expectations(&plan, &FaultState::default());
+        let lo2 = e[0].routes.iter().find(|r| r.prefix.to_string() == "10.255.0.2/32").unwrap();
+        assert_eq!(lo2.via, Some(vec!["10.0.13.2".parse::<Ipv4Addr>().unwrap()]));
+        // The reverse direction uses r2's own (default) cost: direct.
+        let lo1 = e[1].routes.iter().find(|r| r.prefix.to_string() == "10.255.0.1/32").unwrap();
+        assert_eq!(lo1.via, Some(vec!["10.0.12.1".parse::<Ipv4Addr>().unwrap()]));
     }
 }

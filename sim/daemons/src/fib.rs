@@ -9,14 +9,14 @@ use topo_netns::Netns;
 use crate::DaemonError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FibRoute {
+pub struct FibRoute {
     pub dest: Ipv4Net,
     /// `None` for directly connected routes.
     pub gateway: Option<Ipv4Addr>,
     pub iface: String,
 }
 
-pub(crate) fn read(netns: &str) -> Result<Vec<FibRoute>, DaemonError> {
+pub fn read(netns: &str) -> Result<Vec<FibRoute>, DaemonError> {
     let ns = Netns::open(netns)?;
     let text = ns
         .run(|| std::fs::read_to_string("/proc/thread-self/net/route"))?
@@ -26,7 +26,7 @@ pub(crate) fn read(netns: &str) -> Result<Vec<FibRoute>, DaemonError> {
 
 /// Parse `/proc/net/route`: addresses are the raw network-order words printed in hex on a
 /// little-endian host.
-pub(crate) fn parse(text: &str) -> Vec<FibRoute> {
+pub fn parse(text: &str) -> Vec<FibRoute> {
     let word = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_le_bytes()));
     let mut out = Vec::new();
     for line in text.lines().skip(1) {

@@ -14,8 +14,10 @@
 
 mod converge;
 pub mod expect;
-mod fib;
+pub mod fib;
 mod frr;
+#[doc(hidden)]
+pub mod testkit;
 pub mod vty;
 
 use std::io;

@@ -16,11 +16,20 @@ pub struct VtyReply {
     pub status: u8,
 }
 
-/// Run one command on the daemon listening at `socket` (e.g. `/var/run/frr/<ps>/ospfd.vty`).
+/// Run one command on the daemon listening at `socket` (e.g. `/var/run/frr/<ps>/ospfd.vty`), in
+/// enable mode like vtysh (some `show` commands, e.g. bfdd's, exist only there).
 pub fn command(socket: &Path, cmd: &str, timeout: Duration) -> io::Result<VtyReply> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let enable = exchange(&mut s, "enable")?;
+    if enable.status != 0 {
+        return Err(io::Error::other(format!("`enable` refused: {}", enable.text.trim())));
+    }
+    exchange(&mut s, cmd)
+}
+
+fn exchange(s: &mut UnixStream, cmd: &str) -> io::Result<VtyReply> {
     let mut msg = Vec::with_capacity(cmd.len() + 1);
     msg.extend_from_slice(cmd.as_bytes());
     msg.push(0);
@@ -70,20 +79,26 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let server = std::thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
-            let mut got = Vec::new();
-            let mut b = [0u8; 1];
-            while c.read(&mut b).unwrap() == 1 && b[0] != 0 {
-                got.push(b[0]);
-            }
+            let read_cmd = |c: &mut UnixStream| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 1];
+                while c.read(&mut b).unwrap() == 1 && b[0] != 0 {
+                    got.push(b[0]);
+                }
+                String::from_utf8(got).unwrap()
+            };
+            let first = read_cmd(&mut c);
+            c.write_all(b"\0\0\0\0").unwrap();
+            let second = read_cmd(&mut c);
             // Split the reply to exercise reassembly.
             c.write_all(b"hello ").unwrap();
             c.write_all(b"world\n\0\0").unwrap();
             c.write_all(b"\0\0").unwrap();
-            String::from_utf8(got).unwrap()
+            vec![first, second]
         });
         let r = command(&sock, "show version", Duration::from_secs(5)).unwrap();
         assert_eq!(r, VtyReply { text: "hello world\n".into(), status: 0 });
-        assert_eq!(server.join().unwrap(), "show version");
+        assert_eq!(server.join().unwrap(), ["enable", "show version"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
