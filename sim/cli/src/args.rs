@@ -42,6 +42,9 @@ pub enum Command {
     Impair(crate::commands::chaos::ImpairArgs),
     /// The fault audit log of a lab.
     Events(crate::commands::events::EventsArgs),
+    /// Run scenario files (faults + assertions) against the kernel or the model; exit 1 when an
+    /// assertion fails, 3 when a scenario is invalid.
+    Test(crate::commands::test::TestArgs),
     /// Internal: the userspace impairment process (started by topo itself).
     #[command(name = "__delayer", hide = true)]
     Delayer {

@@ -5,6 +5,7 @@ mod validate;
 
 pub mod chaos;
 pub mod events;
+pub mod test;
 
 use crate::args::{Cli, Command};
 
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Node(a) => chaos::node(&a),
         Command::Impair(a) => chaos::impair(&a),
         Command::Events(a) => events::run(&a),
+        Command::Test(a) => test::run(&a),
         Command::Delayer { args } => chaos::delayer(&args),
     }
 }
