@@ -139,17 +139,22 @@ fn substitute_scalar(s: &mut Scalar, n: Option<i64>, diags: &mut Vec<Diagnostic>
 /// (base first), anything else in `over` replaces the base value. A null in `over` clears.
 pub fn merge(base: &Map, over: &Map) -> Map {
     let mut out = base.clone();
-    for (k, v) in &over.entries {
-        match out.entries.iter_mut().find(|(bk, _)| bk.s == k.s) {
+    merge_into(&mut out, over.entries.iter());
+    out.span = over.span;
+    out
+}
+
+/// [`merge`] in place, taking the entries to lay over `base`.
+pub fn merge_into<'a>(base: &mut Map, over: impl Iterator<Item = &'a (Scalar, Y)>) {
+    for (k, v) in over {
+        match base.entries.iter_mut().find(|(bk, _)| bk.s == k.s) {
             Some((bk, bv)) => {
                 *bk = k.clone();
                 *bv = merge_value(bv, v);
             }
-            None => out.entries.push((k.clone(), v.clone())),
+            None => base.entries.push((k.clone(), v.clone())),
         }
     }
-    out.span = over.span;
-    out
 }
 
 fn merge_value(base: &Y, over: &Y) -> Y {

@@ -493,9 +493,10 @@ impl Cx {
         nodes: &mut Vec<Node>,
         extras: &mut Vec<NodeExtra>,
     ) {
+        let empty = Map { entries: Vec::new(), span: key.span };
         let own = match value {
-            Y::Map(m) => m.clone(),
-            v if v.is_null() => Map { entries: Vec::new(), span: key.span },
+            Y::Map(m) => m,
+            v if v.is_null() => &empty,
             v => {
                 self.type_error(v, "node", "a mapping of node settings");
                 return;
@@ -526,7 +527,7 @@ impl Cx {
         for g in &group_names {
             match groups.get(&g.s) {
                 Some((_, gm)) => {
-                    merged = expand::merge(&merged, gm);
+                    expand::merge_into(&mut merged, gm.entries.iter());
                     applied.push(g.s.clone());
                 }
                 None => {
@@ -550,11 +551,10 @@ impl Cx {
                 }
             }
         }
-        let own_rest = Map {
-            entries: own.entries.iter().filter(|(k, _)| k.s != "group" && k.s != "groups").cloned().collect(),
-            span: own.span,
-        };
-        merged = expand::merge(&merged, &own_rest);
+        expand::merge_into(
+            &mut merged,
+            own.entries.iter().filter(|(k, _)| k.s != "group" && k.s != "groups"),
+        );
         merged.span = key.span;
 
         let range = match expand::parse_range(&key.s) {
@@ -576,8 +576,12 @@ impl Cx {
             Some(r) => r.values().map(|n| (r.name(n), Some(n))).collect(),
             None => vec![(key.s.clone(), None)],
         };
-        for (name, n) in instances {
-            let mut y = Y::Map(merged.clone());
+        let last = instances.len().saturating_sub(1);
+        let mut merged = Some(merged);
+        for (i, (name, n)) in instances.into_iter().enumerate() {
+            // Each instance gets its own copy to substitute into; the last takes the original.
+            let base = if i == last { merged.take() } else { merged.clone() };
+            let mut y = Y::Map(base.unwrap_or(Map { entries: Vec::new(), span: key.span }));
             expand::substitute_tree(&mut y, n, &mut self.diags);
             let Y::Map(m) = y else { unreachable!("substitution keeps the shape") };
             let name_scalar = Scalar { s: name, span: key.span, plain: true };

@@ -74,26 +74,36 @@ impl Y {
 pub struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// Whether each line is pure ASCII (then character columns are byte columns).
+    ascii: Vec<bool>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { text, starts }
+        let ascii =
+            (0..starts.len()).map(|i| text[starts[i]..Self::end_of(text, &starts, i)].is_ascii()).collect();
+        Self { text, starts, ascii }
+    }
+
+    fn end_of(text: &str, starts: &[usize], line_idx: usize) -> usize {
+        starts.get(line_idx + 1).map_or(text.len(), |next| next - 1)
     }
 
     /// The byte offset of a 1-based line and 1-based character column, clamped to the text.
     pub fn offset(&self, line: usize, col: usize) -> usize {
-        let Some(&start) = self.starts.get(line.saturating_sub(1)) else {
+        let idx = line.saturating_sub(1);
+        let Some(&start) = self.starts.get(idx) else {
             return self.text.len();
         };
-        let rest = &self.text[start..];
-        let line_end = rest.find('\n').unwrap_or(rest.len());
-        let line_text = &rest[..line_end];
-        let byte_col =
-            line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i);
-        start + byte_col
+        let end = Self::end_of(self.text, &self.starts, idx);
+        let col = col.saturating_sub(1);
+        if self.ascii[idx] {
+            return (start + col).min(end);
+        }
+        let line_text = &self.text[start..end];
+        start + line_text.char_indices().nth(col).map_or(line_text.len(), |(i, _)| i)
     }
 
     pub fn span_at(&self, m: &Marker, len: usize) -> Span {
@@ -121,8 +131,9 @@ impl<'a> LineIndex<'a> {
     /// The extent of the scalar starting at `offset`: a quoted string up to its closing quote,
     /// a plain scalar as far as its value reaches on that line.
     fn scalar_len(&self, offset: usize, value: &str) -> usize {
-        let rest = &self.text[offset.min(self.text.len())..];
-        let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        let offset = offset.min(self.text.len());
+        let line_idx = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let line = &self.text[offset..Self::end_of(self.text, &self.starts, line_idx).max(offset)];
         let bytes = line.as_bytes();
         match bytes.first() {
             Some(b'"') => {
