@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use topo_lab::{BackendKind, Fault, Lab, LabError, ReachMatrix, ReachRequest};
+use topo_lab::{BackendKind, ConvergeRequest, Fault, Flow, Lab, LabError, ReachMatrix, ReachRequest};
 
 use crate::ast::{
     ConvergeStep, ExecStep, NatStep, PathStep, ReachExpect, ReachStep, Scenario, StdoutExpect, Step, StepKind,
@@ -510,6 +510,14 @@ impl Runner<'_> {
                 return Err(Done::lab_error(&e));
             }
         }
+        self.track(faults);
+        let mut d = Done::pass();
+        d.data = json!({ "faults": faults });
+        Ok(d)
+    }
+
+    /// Remember what the model needs besides the fault state (killed nodes).
+    fn track(&mut self, faults: &[Fault]) {
         for f in faults {
             match f {
                 Fault::NodeKill { node } => {
@@ -521,9 +529,6 @@ impl Runner<'_> {
                 _ => {}
             }
         }
-        let mut d = Done::pass();
-        d.data = json!({ "faults": faults });
-        Ok(d)
     }
 
     /// Expected outcomes of the pairs a reach step checks.
@@ -685,24 +690,60 @@ impl Runner<'_> {
     }
 
     fn converge(&mut self, c: &ConvergeStep) -> Result<Done, Done> {
-        let lab = self.lab()?;
-        // TODO(topo-probe converge): the Lab trait has no convergence measurement yet
-        // (ConvergeRequest/ConvergeReport in sim/lab/src/converge.rs). When it lands, call it
-        // here with `c.flows`, `c.fault`, `c.interval`, `c.timeout` and check every flow's
-        // outage against `c.max`. Until then every backend answers "not applicable" — the
-        // step is reported as n/a, never as passed.
-        let e = LabError::NotApplicable {
-            backend: lab.backend(),
-            what: format!(
-                "convergence measurement ({} flows after `{}`) is not exposed through the Lab trait in this build",
-                c.flows.len(),
-                crate::fault_text::describe(&c.fault)
-            ),
+        let flows: Vec<Flow> = c.flows.iter().map(|(a, b)| Flow { from: a.clone(), to: b.clone() }).collect();
+        let mut req = ConvergeRequest::new(flows);
+        req.interval = c.interval;
+        req.timeout = c.timeout;
+        let result = self.lab()?.converge(&req, &c.fault);
+        let report = match result {
+            Ok(r) => r,
+            // The measurement is n/a (the model has no clock), but the fault is part of the
+            // schedule: inject it so later steps see the same network on every backend.
+            Err(e @ LabError::NotApplicable { .. }) => return self.not_measured(&c.fault, &e),
+            Err(e) => return Err(Done::lab_error(&e)),
         };
-        let _ = (c.max, c.interval, c.timeout);
-        // The measurement is n/a, but the fault is part of the schedule: inject it so the
-        // steps after this one see the same network on every backend.
-        self.not_measured(&c.fault, &e)
+        self.track(std::slice::from_ref(&c.fault));
+        let mut problems = Vec::new();
+        let mut worst: Option<f64> = None;
+        for f in &report.flows {
+            if let Some(o) = f.outage_ms {
+                worst = Some(worst.map_or(o, |w: f64| w.max(o)));
+            }
+            if !f.converged {
+                problems.push(format!(
+                    "{}->{}: not stable within {} (lost {} of {})",
+                    f.from,
+                    f.to,
+                    crate::parse::fmt_dur(c.timeout),
+                    f.lost,
+                    f.sent
+                ));
+            }
+            if let (Some(max), Some(o)) = (c.max, f.outage_ms) {
+                if o > max.as_secs_f64() * 1000.0 {
+                    problems.push(format!(
+                        "{}->{}: outage {o:.1}ms exceeds max {}",
+                        f.from,
+                        f.to,
+                        crate::parse::fmt_dur(max)
+                    ));
+                }
+            }
+        }
+        let mut d = if problems.is_empty() {
+            Done::pass()
+        } else {
+            Done::with(StepOutcome::Fail, problems.join("\n"))
+        };
+        d = d.fig("outage", worst.map_or_else(|| "none".to_owned(), |w| format!("{w:.1}ms")));
+        for f in &report.flows {
+            if let Some(st) = f.stable_ms {
+                d = d.fig(&format!("stable {}->{}", f.from, f.to), format!("{st:.1}ms"));
+            }
+        }
+        d.data =
+            json!({ "request": req, "report": report, "max_ms": c.max.map(|m| m.as_secs_f64() * 1000.0) });
+        Ok(d)
     }
 
     fn not_measured(&mut self, fault: &Fault, e: &LabError) -> Result<Done, Done> {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use topo_lab::{
-    BackendKind, ExecOutput, Fault, FaultState, Lab, LabError, NatResult, PathResult, ReachMatrix,
-    ReachRequest,
+    BackendKind, ConvergeReport, ConvergeRequest, ExecOutput, Fault, FaultState, FlowReport, Lab, LabError,
+    NatResult, PathResult, ReachMatrix, ReachRequest,
 };
 use topo_model::ModelLab;
 use topo_plan::Plan;
@@ -87,6 +87,34 @@ impl Lab for FakeLab {
     }
     fn nat(&mut self, from: &str, to: &str) -> Result<NatResult, LabError> {
         self.inner.nat(from, to)
+    }
+    fn converge(&mut self, req: &ConvergeRequest, fault: &Fault) -> Result<ConvergeReport, LabError> {
+        // A fixed 300 ms outage per flow, so `max:` bounds can be checked on both sides.
+        self.apply(fault)?;
+        let flows = req
+            .flows
+            .iter()
+            .map(|f| FlowReport {
+                from: f.from.clone(),
+                to: f.to.clone(),
+                sent: 1000,
+                lost: 300,
+                first_loss_ms: Some(0.5),
+                last_loss_ms: Some(299.5),
+                outage_ms: Some(300.0),
+                recovered_ms: Some(300.5),
+                stable_ms: Some(350.0),
+                converged: f.to != "observer",
+            })
+            .collect();
+        Ok(ConvergeReport {
+            proto: req.proto,
+            interval_ms: 1.0,
+            stable: req.stable,
+            flows,
+            timeline: Vec::new(),
+            ended_ms: 1000.0,
+        })
     }
     fn exec(&mut self, node: &str, argv: &[String]) -> Result<ExecOutput, LabError> {
         assert!(self.panic_node.as_deref() != Some(node), "backend bug in {node}");
@@ -462,4 +490,33 @@ fn parallel_branches_interleave_and_repeat_runs_each_iteration() {
     let applied = b.applied.lock().unwrap().clone();
     assert!(matches!(applied[0], Fault::Partition { .. }));
     assert!(matches!(applied[2], Fault::Drop { .. }));
+}
+
+#[test]
+fn converge_checks_every_flow_against_max_and_applies_the_fault() {
+    let s = lan_scenario(
+        "  - converge: {flows: [client->server], fault: node stop observer, max: 500ms}\n  - converge: {flows: [client->server, server->client], fault: {node: {start: observer}}, max: 200ms}\n",
+    );
+    let b = FakeKernel::default();
+    let r = run(&s, &b);
+    assert_eq!(r.steps[1].outcome, StepOutcome::Pass);
+    assert_eq!(r.steps[1].figures["outage"], "300.0ms");
+    assert_eq!(r.steps[2].outcome, StepOutcome::Fail);
+    let m = r.steps[2].message.clone().unwrap();
+    assert!(m.contains("client->server: outage 300.0ms exceeds max 200ms"), "{m}");
+    assert!(m.contains("server->client"), "{m}");
+    assert_eq!(
+        *b.applied.lock().unwrap(),
+        [Fault::NodeStop { node: "observer".into() }, Fault::NodeStart { node: "observer".into() }]
+    );
+    // A flow that never stabilises fails even without a bound.
+    let s = lan_scenario("  - converge: {flows: [client->observer], fault: heal}\n");
+    let r = run(&s, &FakeKernel::default());
+    assert!(r.steps[1].message.as_deref().unwrap().contains("not stable"), "{:?}", r.steps[1]);
+
+    // On the model the measurement is n/a, but the fault still happens.
+    let s = lan_scenario("  - converge: {flows: [client->server], fault: node stop server, max: 1s}\n  - reach: {expect: [client -/-> server]}\n");
+    let r = run(&s, &ModelBackend);
+    assert_eq!(r.steps[1].outcome, StepOutcome::NotApplicable);
+    assert_eq!(r.outcome, ScenarioOutcome::Passed, "{:?}", r.first_problem());
 }
