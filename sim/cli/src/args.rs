@@ -17,6 +17,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a lab from a topology file (a no-op when it is already up from the same file).
+    Up(crate::commands::up::UpArgs),
+    /// Tear a lab down, leaving nothing behind.
+    Down(crate::commands::down::DownArgs),
+    /// Nodes, interfaces, addresses, link state, processes and faults of a lab.
+    Status(crate::commands::status::StatusArgs),
+    /// Labs on this machine.
+    Ls(crate::commands::ls::LsArgs),
+    /// Run a command inside a node: `topo exec [--lab L] NODE -- CMD...` (exits with its code).
+    Exec(crate::commands::exec::ExecArgs),
+    /// An interactive shell ($SHELL, else /bin/bash) inside a node.
+    Shell(crate::commands::exec::ShellArgs),
+    /// Remove the residue of crashed or killed topo runs (namespaces, processes, files) for every lab.
+    Gc(crate::commands::gc::GcArgs),
     /// Check topology files; exit 0 when all are valid, 3 otherwise (diagnostics on stderr).
     Validate {
         #[arg(required = true)]

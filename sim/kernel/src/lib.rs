@@ -268,3 +268,8 @@ pub fn validate_lab_name(name: &str) -> Result<(), KernelError> {
         )))
     }
 }
+
+/// Is the effective user root? (Building labs needs CAP_NET_ADMIN and CAP_SYS_ADMIN.)
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

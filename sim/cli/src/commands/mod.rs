@@ -4,6 +4,12 @@ mod schema;
 mod validate;
 
 pub mod chaos;
+pub mod down;
+pub mod exec;
+pub mod gc;
+pub mod ls;
+pub mod status;
+pub mod up;
 pub mod events;
 pub mod test;
 
@@ -11,6 +17,13 @@ use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Up(a) => up::run(&a),
+        Command::Down(a) => down::run(&a),
+        Command::Status(a) => status::run(&a),
+        Command::Ls(a) => ls::run(&a),
+        Command::Exec(a) => exec::exec(&a),
+        Command::Shell(a) => exec::shell(&a),
+        Command::Gc(a) => gc::run(&a),
         Command::Validate { files, json } => validate::run(&files, json),
         Command::Schema => schema::run(),
         Command::Partition(a) => chaos::partition(&a),
