@@ -82,6 +82,8 @@ pub const IMPAIR_LATER: &[&str] = &["corrupt", "slot", "limit"];
 pub struct NodeExtra {
     pub kind_span: Option<Span>,
     pub iface_name_spans: Vec<Option<Span>>,
+    /// Span of each interface's `address6`, aligned with `Node::interfaces`.
+    pub address6_spans: Vec<Option<Span>>,
     pub loopback_spans: Vec<Span>,
     pub via_spans: Vec<Span>,
     /// `depends_on` entries as written (names or `*` patterns).
@@ -632,7 +634,10 @@ impl Cx {
                 }
                 "interfaces" => {
                     for item in self.seq_of(v, "interfaces") {
-                        if let Some((iface, name_span)) = self.interface(item, networks, net_index) {
+                        if let Some((iface, name_span, address6_span)) =
+                            self.interface(item, networks, net_index)
+                        {
+                            extra.address6_spans.push(address6_span);
                             node.interfaces.push(iface);
                             extra.iface_name_spans.push(name_span);
                         }
@@ -736,7 +741,7 @@ impl Cx {
         item: &Y,
         networks: &[Network],
         net_index: &HashMap<&str, usize>,
-    ) -> Option<(Interface, Option<Span>)> {
+    ) -> Option<(Interface, Option<Span>, Option<Span>)> {
         let (net_scalar, m) = match item {
             Y::Scalar(s) if !s.is_null() => (s.clone(), None),
             Y::Map(m) => {
@@ -784,7 +789,8 @@ impl Cx {
             mtu: None,
         };
         let mut name_span = None;
-        let Some(m) = m else { return Some((iface, None)) };
+        let mut address6_span = None;
+        let Some(m) = m else { return Some((iface, None, None)) };
         if let Some(v) = m.get("name") {
             if let Some(s) = self.scalar(v, "name") {
                 iface.name = Some(s.s.clone());
@@ -840,6 +846,7 @@ impl Cx {
                 match values::ipv6(text) {
                     Ok(a) => {
                         iface.address6 = Some(a);
+                        address6_span = Some(s.span);
                         match network.map(|n| (n, n.subnet6)) {
                             Some((n, None)) => self.push(
                                 Diagnostic::new(
@@ -874,7 +881,7 @@ impl Cx {
                 }
             }
         }
-        Some((iface, name_span))
+        Some((iface, name_span, address6_span))
     }
 
     fn route(&mut self, item: &Y) -> Option<(StaticRoute, Span)> {

@@ -3,7 +3,7 @@
 //! sorted sweeps) so that thousands of nodes validate in milliseconds.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 
@@ -129,20 +129,47 @@ fn outside(span: Span, a: Ipv4Addr, net: Ipv4Net, net_span: Span) -> Diagnostic 
 /// Overlapping subnets among networks, static link subnets and the p2p pool: sort by start
 /// and sweep, comparing each range with the one reaching furthest so far.
 fn overlaps(t: &Topology, xs: &[LinkExtra], diags: &mut Vec<Diagnostic>) {
-    let mut ranges: Vec<(u32, u32, Span, String)> = Vec::with_capacity(t.networks.len() + t.links.len() + 1);
-    let describe = |net: Ipv4Net, what: String| (u32::from(net.network()), u32::from(net.broadcast()), what);
-    let (s, e, w) = describe(t.pools.p2p, format!("the p2p pool {}", t.pools.p2p));
-    ranges.push((s, e, t.pools.p2p_span, w));
+    let mut ranges: Vec<(u128, u128, Span, String)> =
+        Vec::with_capacity(t.networks.len() + t.links.len() + 1);
+    let describe =
+        |net: Ipv4Net| (u128::from(u32::from(net.network())), u128::from(u32::from(net.broadcast())));
+    let (s, e) = describe(t.pools.p2p);
+    ranges.push((s, e, t.pools.p2p_span, format!("the p2p pool {}", t.pools.p2p)));
     for n in &t.networks {
-        let (s, e, w) = describe(n.subnet, format!("network `{}` ({})", n.name, n.subnet));
-        ranges.push((s, e, n.subnet_span, w));
+        let (s, e) = describe(n.subnet);
+        ranges.push((s, e, n.subnet_span, format!("network `{}` ({})", n.name, n.subnet)));
     }
     for (l, x) in t.links.iter().zip(xs) {
         if let Some(net) = l.subnet {
-            let (s, e, w) = describe(net, format!("link {} -- {} ({net})", l.a.node, l.b.node));
-            ranges.push((s, e, x.subnet_span.unwrap_or(l.span), w));
+            let (s, e) = describe(net);
+            ranges.push((
+                s,
+                e,
+                x.subnet_span.unwrap_or(l.span),
+                format!("link {} -- {} ({net})", l.a.node, l.b.node),
+            ));
         }
     }
+    sweep(ranges, diags);
+    let v6: Vec<(u128, u128, Span, String)> = t
+        .networks
+        .iter()
+        .filter_map(|n| {
+            let net = n.subnet6?;
+            Some((
+                u128::from(net.network()),
+                u128::from(net.broadcast()),
+                n.span,
+                format!("network `{}` ({net})", n.name),
+            ))
+        })
+        .collect();
+    sweep(v6, diags);
+}
+
+/// Report overlapping ranges: sort by start and sweep, comparing each range with the one
+/// reaching furthest so far.
+fn sweep(mut ranges: Vec<(u128, u128, Span, String)>, diags: &mut Vec<Diagnostic>) {
     ranges.sort_by_key(|r| (r.0, std::cmp::Reverse(r.1), r.2.offset));
     let mut reach: Option<usize> = None;
     for i in 0..ranges.len() {
@@ -175,6 +202,7 @@ fn addresses(t: &Topology, nodes_x: &[NodeExtra], links_x: &[LinkExtra], diags: 
     let nets: HashMap<&str, usize> =
         t.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut seen: HashMap<Ipv4Addr, Span> = HashMap::new();
+    let mut seen6: HashMap<Ipv6Addr, Span> = HashMap::new();
     let mut claim = |a: Ipv4Addr, span: Span, diags: &mut Vec<Diagnostic>| {
         if let Some(first) = seen.get(&a) {
             diags.push(
@@ -217,6 +245,24 @@ fn addresses(t: &Topology, nodes_x: &[NodeExtra], links_x: &[LinkExtra], diags: 
                 continue;
             }
             claim(a, span, diags);
+        }
+        for (iface, span) in n.interfaces.iter().zip(&x.address6_spans) {
+            if let (Some(a), Some(span)) = (iface.address6, span) {
+                if let Some(first) = seen6.get(&a) {
+                    diags.push(
+                        Diagnostic::new(
+                            "topo::duplicate-address",
+                            *span,
+                            format!("address {a} is used twice"),
+                        )
+                        .label("second use")
+                        .related(*first, "first used here")
+                        .help("static addresses must be unique in the lab"),
+                    );
+                } else {
+                    seen6.insert(a, *span);
+                }
+            }
         }
         for (lo, span) in n.loopbacks.iter().zip(&x.loopback_spans) {
             claim(lo.addr(), *span, diags);
