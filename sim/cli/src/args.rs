@@ -41,6 +41,17 @@ pub enum Command {
     },
     /// Print the JSON Schema of the topology format (for editor validation of topology files).
     Schema,
+    /// Show the provisioning plan of a topology (names, addresses, MACs, routes, links) without
+    /// building anything. Exit 3 when the file is invalid.
+    Plan {
+        file: PathBuf,
+        /// Show only this node (with its sysctls and OSPF interfaces).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Print the plan as JSON (the exact data the backends consume).
+        #[arg(long)]
+        json: bool,
+    },
     /// Partition the lab (Blockade semantics): `topo partition a,b c`, one-way `--oneway a->b`,
     /// grudges `--drop FROM->TO`, or `--random [--seed N]`. Prints the resulting groups.
     Partition(crate::commands::chaos::PartitionArgs),

@@ -1,5 +1,6 @@
 //! Subcommand implementations. Each returns an exit code from [`crate::exit_code`].
 
+mod plan;
 mod schema;
 mod validate;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Gc(a) => gc::run(&a),
         Command::Validate { files, json } => validate::run(&files, json),
         Command::Schema => schema::run(),
+        Command::Plan { file, node, json } => plan::run(&file, node.as_deref(), json),
         Command::Partition(a) => chaos::partition(&a),
         Command::Heal(a) => chaos::heal(&a),
         Command::Link(a) => chaos::link(&a),
