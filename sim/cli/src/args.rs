@@ -70,6 +70,8 @@ pub enum Command {
     /// Run scenario files (faults + assertions) against the kernel or the model; exit 1 when an
     /// assertion fails, 3 when a scenario is invalid.
     Test(crate::commands::test::TestArgs),
+    /// FRR's vtysh on one router's daemons: `topo vtysh [--lab L] NODE [-c CMD]...`.
+    Vtysh(crate::commands::vtysh::VtyshArgs),
     /// Internal: the userspace impairment process (started by topo itself).
     #[command(name = "__delayer", hide = true)]
     Delayer {

@@ -13,6 +13,7 @@ pub mod status;
 pub mod up;
 pub mod events;
 pub mod test;
+pub mod vtysh;
 
 use crate::args::{Cli, Command};
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Impair(a) => chaos::impair(&a),
         Command::Events(a) => events::run(&a),
         Command::Test(a) => test::run(&a),
+        Command::Vtysh(a) => vtysh::run(&a),
         Command::Delayer { args } => chaos::delayer(&args),
     }
 }
