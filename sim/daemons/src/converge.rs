@@ -289,6 +289,34 @@ pub struct DaemonHealth {
     pub problems: Vec<String>,
 }
 
+impl DaemonHealth {
+    /// One line for `topo status`, e.g. `frr: zebra 812, ospfd 815 up; OSPF 2/2 Full; BFD 2 up`.
+    pub fn summary(&self) -> String {
+        let daemons: Vec<String> = self
+            .daemons
+            .iter()
+            .map(|d| match (d.pid, d.alive) {
+                (Some(pid), true) => format!("{} {pid}", d.daemon),
+                _ => format!("{} DOWN", d.daemon),
+            })
+            .collect();
+        let mut s = format!("frr (vtysh -N {}): {}", self.pathspace, daemons.join(", "));
+        match self.ospf_full {
+            Some(full) => {
+                let _ = write!(s, "; OSPF {full}/{} Full", self.ospf_expected);
+            }
+            None => s.push_str("; OSPF ?"),
+        }
+        if let Some(up) = self.bfd_up {
+            let _ = write!(s, "; BFD {up} up");
+        }
+        if !self.problems.is_empty() {
+            let _ = write!(s, "; {}", self.problems.join("; "));
+        }
+        s
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DaemonStatus {
     pub daemon: String,

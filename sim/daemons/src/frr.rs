@@ -98,6 +98,25 @@ pub fn vtysh_argv(plan: &Plan, node: &str) -> Option<Vec<String>> {
     Some(vec!["vtysh".to_owned(), "-N".to_owned(), pathspace(plan, node)])
 }
 
+/// Rewrite a command to run inside `node` so that a bare `vtysh ...` talks to the node's own FRR
+/// daemons (adds `-N <pathspace>` unless the caller chose `-N` or `--vty_socket`). Any other
+/// command is returned unchanged. The kernel backend's `exec` and `shell` pass argv through it.
+pub fn exec_argv(plan: &Plan, node: &str, argv: &[String]) -> Vec<String> {
+    let is_vtysh = argv.first().is_some_and(|p| Path::new(p).file_name().is_some_and(|f| f == "vtysh"));
+    let chose = argv.iter().skip(1).any(|a| {
+        a == "-N" || a.starts_with("--pathspace") || a.starts_with("--vty_socket") || a.starts_with("-N")
+    });
+    match vtysh_argv(plan, node) {
+        Some(base) if is_vtysh && !chose => {
+            let mut out = vec![argv[0].clone()];
+            out.extend(base.into_iter().skip(1));
+            out.extend(argv.iter().skip(1).cloned());
+            out
+        }
+        _ => argv.to_vec(),
+    }
+}
+
 fn frr_ids() -> Result<(Uid, Gid), String> {
     let user = User::from_name("frr").ok().flatten().ok_or("user frr does not exist (install `frr`)")?;
     let group = Group::from_name("frr").ok().flatten().ok_or("group frr does not exist (install `frr`)")?;
@@ -619,5 +638,40 @@ fn remove_file(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::triangle;
+
+    fn argv(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn pathspaces_have_no_dots_and_stay_unique() {
+        let mut plan = triangle("lab1", true, false);
+        assert_eq!(pathspace(&plan, "r1"), "topo-lab1-r1");
+        plan.nodes[0].name = "a.b".into();
+        plan.nodes[1].name = "a_b".into();
+        assert_eq!(pathspace(&plan, "a.b"), "topo-lab1-a_b-0");
+        assert_eq!(pathspace(&plan, "a_b"), "topo-lab1-a_b-1");
+    }
+
+    #[test]
+    fn vtysh_in_a_router_gets_its_pathspace() {
+        let plan = triangle("lab1", true, false);
+        assert_eq!(
+            exec_argv(&plan, "r2", &argv(&["vtysh", "-c", "show ip route"])),
+            argv(&["vtysh", "-N", "topo-lab1-r2", "-c", "show ip route"])
+        );
+        // An explicit choice, other programs and nodes without FRR are left alone.
+        let explicit = argv(&["/usr/bin/vtysh", "-N", "other"]);
+        assert_eq!(exec_argv(&plan, "r2", &explicit), explicit);
+        let ping = argv(&["ping", "-c1", "10.0.0.1"]);
+        assert_eq!(exec_argv(&plan, "r2", &ping), ping);
+        assert_eq!(exec_argv(&plan, "h1", &argv(&["vtysh"])), argv(&["vtysh"]));
     }
 }

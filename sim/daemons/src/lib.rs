@@ -30,8 +30,8 @@ use topo_plan::Plan;
 
 pub use converge::{health, DaemonHealth, DaemonStatus};
 pub use frr::{
-    gc_lab, labs_with_residue, pathspace, start_node, stop_lab, vtysh_argv, FrrPaths, GcOutcome, FRR_BIN_DIR,
-    FRR_ETC_ROOT, FRR_RUN_ROOT,
+    exec_argv, gc_lab, labs_with_residue, pathspace, start_node, stop_lab, vtysh_argv, FrrPaths, GcOutcome,
+    FRR_BIN_DIR, FRR_ETC_ROOT, FRR_RUN_ROOT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,19 @@ pub fn read_faults(state_dir: &Path) -> Result<FaultState, DaemonError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(FaultState::default()),
         Err(e) => Err(DaemonError::State(format!("{}: {e}", path.display()))),
     }
+}
+
+/// A sensible deadline for [`wait_converged`] right after `up`: OSPF may need a dead interval
+/// before DR election on LANs, then the database exchange; twice the largest dead interval plus
+/// ten seconds, and at least 30 s (the fast-timer triangle converges in about 1.5 s).
+pub fn default_converge_timeout(plan: &Plan) -> Duration {
+    let dead = plan
+        .nodes
+        .iter()
+        .filter_map(|n| n.routing.as_ref()?.ospf.as_ref().map(|o| o.dead_interval))
+        .max()
+        .unwrap_or(0);
+    Duration::from_secs((2 * u64::from(dead) + 10).max(30))
 }
 
 /// Does any node of the plan run routing daemons?
