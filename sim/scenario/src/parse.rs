@@ -299,7 +299,7 @@ pub fn apply_counter_overrides(text: &str, counters: &[(String, i64, Span)]) -> 
 
 fn parse_steps(path: &Path, text: &str, root: &Map, plan: &Plan) -> Result<Vec<Step>, Diagnostics> {
     let Some(Y::Seq(items, _)) = root.get("steps") else { unreachable!("checked by parse_header") };
-    let mut p = StepParser { plan, diags: Vec::new(), captures: BTreeSet::new() };
+    let mut p = StepParser { plan, text, diags: Vec::new(), captures: BTreeSet::new() };
     let mut steps: Vec<Step> = items.iter().filter_map(|y| p.step(y, 0)).collect();
     // `up` at most once, before any step that needs the lab; implicit when absent.
     let ups: Vec<usize> =
@@ -336,6 +336,8 @@ fn parse_steps(path: &Path, text: &str, root: &Map, plan: &Plan) -> Result<Vec<S
 
 struct StepParser<'p> {
     plan: &'p Plan,
+    /// The scenario text, to point at one selector inside a longer scalar.
+    text: &'p str,
     diags: Vec<Diagnostic>,
     /// Names captured by earlier `exec` steps, in document order.
     captures: BTreeSet<String>,
@@ -609,9 +611,14 @@ impl StepParser<'_> {
                     }
                 }
                 Err(e) => {
-                    let mut d = Diagnostic::new("topo::unknown-node", s.span, format!("{e}"))
-                        .label("matches no node");
-                    if let Some(sug) = suggest(s.s.trim(), self.plan.nodes.iter().map(|n| n.name.as_str())) {
+                    let bad = match &e {
+                        topo_lab::LabError::UnknownNode(sel) => sel.clone(),
+                        _ => s.s.trim().to_owned(),
+                    };
+                    let mut d =
+                        Diagnostic::new("topo::unknown-node", self.narrow(s.span, &bad), format!("{e}"))
+                            .label("matches no node");
+                    if let Some(sug) = suggest(&bad, self.plan.nodes.iter().map(|n| n.name.as_str())) {
                         d = d.help(format!("did you mean `{sug}`?"));
                     }
                     self.err(d)?;
@@ -619,6 +626,21 @@ impl StepParser<'_> {
             }
         }
         Some(out)
+    }
+
+    /// The span of `part` inside the scalar at `span` (a selector in `"a,b c"`), else `span`.
+    fn narrow(&self, span: Span, part: &str) -> Span {
+        let end = (span.offset + span.len).min(self.text.len());
+        let Some(within) = self.text.get(span.offset..end) else { return span };
+        match within.find(part) {
+            Some(i) if !part.is_empty() => Span {
+                offset: span.offset + i,
+                len: part.len(),
+                line: span.line,
+                col: span.col + within[..i].chars().count() as u32,
+            },
+            _ => span,
+        }
     }
 
     fn one_node(&mut self, y: &Y) -> Option<String> {

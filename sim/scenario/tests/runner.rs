@@ -400,6 +400,10 @@ fn malformed_scenarios_are_spanned_errors_and_build_no_lab() {
     let joined = msgs.join("\n");
     assert!(joined.contains("unknown step `partitoin`"), "{joined}");
     assert!(joined.contains("clinet"), "{joined}");
+    // The span points at the one bad selector inside the quoted group string.
+    let typo = err.items.iter().find(|d| d.message.contains("clinet")).unwrap();
+    assert_eq!(typo.span.map(|s| (s.line, s.col, s.len)), Some((7, 17, 6)));
+    assert!(typo.help.as_deref().unwrap().contains("client"));
     assert!(joined.contains("expected a duration"), "{joined}");
     assert!(joined.contains("unknown key `expct`"), "{joined}");
     assert!(err.items.iter().all(|d| d.span.is_some()), "{joined}");
