@@ -215,7 +215,7 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "services", total: plan.start_order.len() as u64 });
-    crate::hooks::start(plan, &sd.dir)?;
+    crate::hooks::start(plan, &sd.dir, opts)?;
     interrupt::check()?;
     Ok(())
 }

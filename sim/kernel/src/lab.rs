@@ -4,8 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use topo_lab::{
-    BackendKind, ExecOutput, Fault, FaultState, Lab, LabError, NatResult, PathResult, ReachMatrix,
-    ReachRequest,
+    BackendKind, ConvergeReport, ConvergeRequest, ExecOutput, Fault, FaultState, Lab, LabError, NatResult,
+    PathResult, ReachMatrix, ReachRequest,
 };
 use topo_plan::Plan;
 
@@ -77,10 +77,6 @@ impl KernelLab {
             .map_err(|e| KernelError::io(format!("prepare command in {node}"), e))?;
         Ok(cmd)
     }
-
-    fn not_wired(what: &str) -> LabError {
-        LabError::Backend(format!("{what}: not wired yet"))
-    }
 }
 
 impl Lab for KernelLab {
@@ -97,28 +93,45 @@ impl Lab for KernelLab {
     }
 
     fn apply(&mut self, fault: &Fault) -> Result<(), LabError> {
-        let _ = fault;
-        Err(Self::not_wired("apply (topo-chaos)"))
+        // Under the lock, from the journaled state: another topo process may have changed it.
+        let _lock = self.state.lock(DEFAULT_LOCK_WAIT, false)?;
+        let old = self.state.read_faults()?;
+        let mut new = old.clone();
+        new.apply(&self.plan, fault)?;
+        let res = topo_chaos::apply_fault(&self.plan, &self.state.dir, &old, &new, fault);
+        let result = match &res {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        // The kernel may be half-way after an error; the state we aimed at is the best record.
+        self.state.write_faults(&new)?;
+        self.faults = new;
+        self.state.append_event(&event(fault, &result))?;
+        res.map_err(|e| LabError::Backend(e.to_string()))
     }
 
     fn wait_converged(&mut self, timeout: Duration) -> Result<(), LabError> {
-        let _ = timeout;
-        Err(Self::not_wired("wait_converged (topo-daemons)"))
+        topo_daemons::wait_converged_with(&self.plan, &self.faults, timeout)
+            .map_err(|e| LabError::Backend(e.to_string()))
     }
 
     fn reach(&mut self, req: &ReachRequest) -> Result<ReachMatrix, LabError> {
-        let _ = req;
-        Err(Self::not_wired("reach (topo-probe)"))
+        Ok(topo_probe::reach(&self.plan, req, &topo_probe::ProbeOpts::default())?)
     }
 
     fn path(&mut self, from: &str, to: &str) -> Result<PathResult, LabError> {
-        let _ = (from, to);
-        Err(Self::not_wired("path (topo-probe)"))
+        Ok(topo_probe::path(&self.plan, from, to, &topo_probe::ProbeOpts::default())?)
     }
 
     fn nat(&mut self, from: &str, to: &str) -> Result<NatResult, LabError> {
-        let _ = (from, to);
-        Err(Self::not_wired("nat (topo-probe)"))
+        Ok(topo_probe::nat(&self.plan, from, to, &topo_probe::ProbeOpts::default())?)
+    }
+
+    fn converge(&mut self, req: &ConvergeRequest, fault: &Fault) -> Result<ConvergeReport, LabError> {
+        let plan = self.plan.clone();
+        let dir = self.state.dir.clone();
+        let mut inject = || self.apply(fault).map_err(|e| e.to_string());
+        Ok(topo_probe::converge(&plan, &dir, req, &mut inject)?)
     }
 
     fn exec(&mut self, node: &str, argv: &[String]) -> Result<ExecOutput, LabError> {
@@ -129,5 +142,35 @@ impl Lab for KernelLab {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+}
+
+/// One line of `events.jsonl`: when, which fault, the nodes it names, and how it went.
+fn event(fault: &Fault, result: &str) -> serde_json::Value {
+    let detail = serde_json::to_value(fault).unwrap_or(serde_json::Value::Null);
+    let kind = detail.get("fault").and_then(|v| v.as_str()).unwrap_or("fault").to_owned();
+    let mut targets = Vec::new();
+    collect_strings(&detail, &mut targets);
+    targets.sort();
+    targets.dedup();
+    serde_json::json!({
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "fault": kind,
+        "targets": targets.join(","),
+        "detail": detail,
+        "result": result,
+    })
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => {
+            o.iter()
+                .filter(|(k, _)| *k != "kind" && *k != "fault")
+                .for_each(|(_, x)| collect_strings(x, out));
+        }
+        _ => {}
     }
 }

@@ -84,11 +84,15 @@ pub struct UpOpts {
     /// How long to wait for another topo process holding the lab's lock.
     pub lock_wait: Duration,
     pub progress: Option<ProgressFn>,
+    /// Start a probe responder process in every node, running this executable (the `topo`
+    /// binary, which has the hidden responder subcommand). Off by default: the probe engine
+    /// listens by itself; responders serve applications' ports and long-lived checks.
+    pub responder_exe: Option<PathBuf>,
 }
 
 impl Default for UpOpts {
     fn default() -> Self {
-        Self { lock_wait: DEFAULT_LOCK_WAIT, progress: None }
+        Self { lock_wait: DEFAULT_LOCK_WAIT, progress: None, responder_exe: None }
     }
 }
 

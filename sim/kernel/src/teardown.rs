@@ -281,6 +281,7 @@ fn labs_with_residue() -> BTreeSet<String> {
             labs.insert(e.file_name().to_string_lossy().into_owned());
         }
     }
+    labs.extend(hooks::labs_with_residue());
     for m in mounts_under(Path::new(STATE_ROOT)) {
         if let Some(l) = m.strip_prefix(STATE_ROOT).ok().and_then(|r| r.iter().next()) {
             labs.insert(l.to_string_lossy().into_owned());

@@ -16,6 +16,10 @@ pub struct UpArgs {
     /// Seconds to wait for another topo process holding the lab's lock.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    /// Also start a probe responder process in every node (answers UDP/TCP probes on
+    /// applications' ports for `topo check`).
+    #[arg(long)]
+    pub responders: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -71,7 +75,11 @@ pub fn run(args: &UpArgs) -> i32 {
         tracing::warn!("cannot catch Ctrl-C ({e}); an interrupted up may need `topo gc`");
     }
     let progress = progress_reporter(&plan.lab);
-    let opts = UpOpts { lock_wait: Duration::from_secs(args.wait), progress: Some(progress.callback()) };
+    let opts = UpOpts {
+        lock_wait: Duration::from_secs(args.wait),
+        progress: Some(progress.callback()),
+        responder_exe: if args.responders { std::env::current_exe().ok() } else { None },
+    };
     let result = topo_kernel::up(&plan, &source, &opts);
     progress.finish();
     match result {
