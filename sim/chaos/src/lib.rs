@@ -266,7 +266,9 @@ fn parallel<T: Sync>(
     if items.is_empty() {
         return Vec::new();
     }
-    let workers = items.len().min(8);
+    // The kernel side of an nftables commit mostly waits (RCU grace periods), so more threads
+    // than cores pay off.
+    let workers = items.len().min(128);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let errors = Mutex::new(Vec::new());
     std::thread::scope(|s| {
