@@ -20,7 +20,7 @@ fn examples_dir() -> PathBuf {
 fn plan_example(file: &str, lab: &str) -> Plan {
     let path = examples_dir().join(file);
     let mut topo = topo_spec::load(&path).unwrap_or_else(|d| panic!("{file}:\n{d}"));
-    topo.name = lab.to_owned();
+    lab.clone_into(&mut topo.name);
     topo_plan::compile(&topo).unwrap_or_else(|d| panic!("{file} does not plan: {d:?}"))
 }
 
@@ -29,7 +29,7 @@ fn routing_examples() -> Vec<String> {
         .expect("topologies/")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|f| f.ends_with(".yaml"))
+        .filter(|f| Path::new(f).extension().is_some_and(|x| x == "yaml"))
         .filter(|f| plan_example(f, "ex").nodes.iter().any(|n| n.routing.is_some()))
         .collect();
     out.sort();
