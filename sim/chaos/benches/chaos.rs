@@ -66,7 +66,9 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("| nodes | topo apply | topo heal | baseline apply | baseline heal | apply ratio | heal ratio |");
+    println!(
+        "| nodes | topo apply | topo heal | baseline apply | baseline heal | apply ratio | heal ratio |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for n in sizes {
         let lab = support::TestLab::up("cb", &support::lan_yaml(n));

@@ -62,7 +62,8 @@ pub fn delete_involving(addrs: &BTreeSet<IpAddr>) -> io::Result<usize> {
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         // nfgenmsg: family, version, res_id (BE)
         let hdr = [family, 0, 0, 0];
-        let mut m = Msg::new((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, &hdr);
+        let mut m =
+            Msg::new((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, &hdr);
         let res = sock.dump(&mut m, |_, payload| {
             if payload.len() < 4 {
                 return;
@@ -88,14 +89,19 @@ pub fn delete_involving(addrs: &BTreeSet<IpAddr>) -> io::Result<usize> {
         match res {
             Ok(()) => {}
             // No conntrack in this kernel or namespace: nothing to flush.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)
+                ) => {}
             Err(e) => return Err(e),
         }
     }
     let mut n = 0;
     for (orig, zone, family) in doomed {
         let hdr = [family, 0, 0, 0];
-        let mut m = Msg::new((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, &hdr);
+        let mut m =
+            Msg::new((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, &hdr);
         m.begin_nest(CTA_TUPLE_ORIG);
         // The dumped tuple's nested attributes are sent back as they came.
         append_raw(&mut m, &orig);

@@ -162,7 +162,9 @@ fn run(args: &[String]) -> io::Result<()> {
         let _ = out.flush();
     }
 
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let seed = u64::from(std::process::id()) ^ nanos;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let start = Instant::now();
     let mut heap: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
@@ -217,7 +219,10 @@ fn run(args: &[String]) -> io::Result<()> {
         };
         let arrived = now_us(start);
         for m in messages(&buf[..n]) {
-            if m.ty == NLMSG_ERROR || m.ty != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET) || m.payload.len() < 4 {
+            if m.ty == NLMSG_ERROR
+                || m.ty != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)
+                || m.payload.len() < 4
+            {
                 continue;
             }
             let mut p = Pending { id: 0, dup: None };

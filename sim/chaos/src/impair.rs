@@ -73,7 +73,10 @@ pub fn set_qdisc(netns: &str, dev: &str, q: Option<&Qdisc>) -> Result<(), String
             args.extend(["del", "dev", dev, "root"].map(String::from));
             return match tc(netns, &args) {
                 // Nothing to delete is fine (the default qdisc is back already).
-                Err(e) if e.contains("No such file") || e.contains("Cannot delete qdisc with handle of zero") => {
+                Err(e)
+                    if e.contains("No such file")
+                        || e.contains("Cannot delete qdisc with handle of zero") =>
+                {
                     Ok(())
                 }
                 r => r,
@@ -152,9 +155,15 @@ pub fn is_delayer(pid: i32) -> bool {
 
 /// Start a delayer for `queue` inside `netns`, record its pid, and wait until it has bound the
 /// queue (so delay applies from the moment the rule appears).
-pub fn start_delayer(state_dir: &Path, netns: &str, queue: u16, spec: &DelayerSpec) -> Result<i32, ChaosError> {
+pub fn start_delayer(
+    state_dir: &Path,
+    netns: &str,
+    queue: u16,
+    spec: &DelayerSpec,
+) -> Result<i32, ChaosError> {
     let dir = delayer_dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| ChaosError::Delayer(format!("create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ChaosError::Delayer(format!("create {}: {e}", dir.display())))?;
     let log = std::fs::File::create(dir.join(format!("delayer-{netns}-{queue}.log")))
         .map_err(|e| ChaosError::Delayer(format!("delayer log: {e}")))?;
     let ns = topo_netns::Netns::open(netns)?;
@@ -184,8 +193,12 @@ pub fn start_delayer(state_dir: &Path, netns: &str, queue: u16, spec: &DelayerSp
         _ => {
             kill_pid(pid);
             let _ = std::fs::remove_file(pid_file(state_dir, netns, queue));
-            let log = std::fs::read_to_string(dir.join(format!("delayer-{netns}-{queue}.log"))).unwrap_or_default();
-            Err(ChaosError::Delayer(format!("delayer for queue {queue} in {netns} did not start: {}", log.trim())))
+            let log =
+                std::fs::read_to_string(dir.join(format!("delayer-{netns}-{queue}.log"))).unwrap_or_default();
+            Err(ChaosError::Delayer(format!(
+                "delayer for queue {queue} in {netns} did not start: {}",
+                log.trim()
+            )))
         }
     }
 }
@@ -214,8 +227,11 @@ pub fn stop_all_delayers(state_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(delayer_dir(state_dir)) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("delayer-") && name.ends_with(".pid") {
-            if let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+        let is_pid_file = Path::new(&name).extension().is_some_and(|x| x == "pid");
+        if name.starts_with("delayer-") && is_pid_file {
+            if let Some(pid) =
+                std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            {
                 kill_pid(pid);
             }
             let _ = std::fs::remove_file(e.path());

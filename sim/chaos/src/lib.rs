@@ -277,8 +277,9 @@ fn parallel<T: Sync>(
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((ns, item)) = items.get(i) else { break };
                 let res = topo_netns::Netns::open(ns).map_err(ChaosError::from).and_then(|h| {
-                    nix::sched::setns(h.fd().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| ChaosError::kernel(ns, "setns", io::Error::from_raw_os_error(e as i32)))?;
+                    nix::sched::setns(h.fd().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        ChaosError::kernel(ns, "setns", io::Error::from_raw_os_error(e as i32))
+                    })?;
                     f(ns, item)
                 });
                 if let Err(e) = res {
@@ -427,7 +428,11 @@ pub fn node_signal(plan: &Plan, node: &str, sig: NodeSignal) -> Result<Vec<i32>,
             Ok(()) => done.push(pid),
             Err(nix::Error::ESRCH) => {}
             Err(e) => {
-                return Err(ChaosError::kernel(&n.netns, format!("signal pid {pid}"), io::Error::from_raw_os_error(e as i32)))
+                return Err(ChaosError::kernel(
+                    &n.netns,
+                    format!("signal pid {pid}"),
+                    io::Error::from_raw_os_error(e as i32),
+                ))
             }
         }
     }

@@ -98,9 +98,7 @@ pub fn restore_iface(sock: &mut Socket, node: &NodePlan, iface: &str) -> io::Res
         hdr[6] = libc::RT_SCOPE_UNIVERSE;
         hdr[7] = libc::RTN_UNICAST;
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, &hdr);
-        m.attr(RTA_DST, &r.to.network().octets())
-            .attr(RTA_GATEWAY, &r.via.octets())
-            .attr_u32(RTA_OIF, idx);
+        m.attr(RTA_DST, &r.to.network().octets()).attr(RTA_GATEWAY, &r.via.octets()).attr_u32(RTA_OIF, idx);
         if let Some(metric) = r.metric {
             m.attr_u32(RTA_PRIORITY, metric);
         }

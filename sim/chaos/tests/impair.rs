@@ -116,20 +116,29 @@ fn delay_each_direction() {
     let base = rtt_ms(&lab, "a", "b", 50);
     assert!(base < 5.0, "baseline RTT {base} ms");
 
-    lab.apply(&impair(Some("a"), Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() }));
+    lab.apply(&impair(
+        Some("a"),
+        Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() },
+    ));
     let ab = rtt_ms(&lab, "a", "b", 100) - base;
     eprintln!("delay 20ms a->b: added RTT {ab:.2} ms (base {base:.3})");
     assert!((ab - 20.0).abs() <= 2.0, "added delay {ab} ms, expected 20±2");
 
     // Now only b->a, 10 ms: the a->b delayer is stopped and the other one started.
     lab.apply(&Fault::ImpairClear { link: None });
-    lab.apply(&impair(Some("b"), Impairment { delay: Some(Duration::from_millis(10)), ..Impairment::default() }));
+    lab.apply(&impair(
+        Some("b"),
+        Impairment { delay: Some(Duration::from_millis(10)), ..Impairment::default() },
+    ));
     let ba = rtt_ms(&lab, "a", "b", 100) - base;
     eprintln!("delay 10ms b->a: added RTT {ba:.2} ms");
     assert!((ba - 10.0).abs() <= 2.0, "added delay {ba} ms, expected 10±2");
 
     // Both directions: the delays add up in the round trip.
-    lab.apply(&impair(Some("a"), Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() }));
+    lab.apply(&impair(
+        Some("a"),
+        Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() },
+    ));
     let both = rtt_ms(&lab, "b", "a", 100) - base;
     eprintln!("delay 20ms a->b + 10ms b->a: added RTT {both:.2} ms");
     assert!((both - 30.0).abs() <= 2.0, "added delay {both} ms, expected 30±2");
@@ -147,7 +156,10 @@ fn delayer_death_keeps_traffic_flowing() {
     }
     support::use_test_delayer();
     let mut lab = TestLab::up("cix", PAIR);
-    lab.apply(&impair(Some("a"), Impairment { delay: Some(Duration::from_millis(30)), ..Impairment::default() }));
+    lab.apply(&impair(
+        Some("a"),
+        Impairment { delay: Some(Duration::from_millis(30)), ..Impairment::default() },
+    ));
     let dir = lab.state_dir.join("chaos");
     let pids: Vec<i32> = std::fs::read_dir(&dir)
         .unwrap()
@@ -215,7 +227,10 @@ fn netem_path_when_available() {
         return;
     }
     let base = rtt_ms(&lab, "a", "b", 30);
-    lab.apply(&impair(Some("a"), Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() }));
+    lab.apply(&impair(
+        Some("a"),
+        Impairment { delay: Some(Duration::from_millis(20)), ..Impairment::default() },
+    ));
     let added = rtt_ms(&lab, "a", "b", 50) - base;
     assert!((added - 20.0).abs() <= 2.0, "netem added {added} ms");
 }

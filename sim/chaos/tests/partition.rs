@@ -42,7 +42,11 @@ fn partition_matrices() {
     lab.apply(&g(&[&["h1", "h2"], &["h3", "h4"]]));
     let mut blocked = cut_between(&["h1", "h2"], &["h3", "h4"]);
     blocked.extend(cut_between(&["h1", "h2", "h3", "h4"], &["h5"]));
-    assert_eq!(lab.reach_matrix(&N), TestLab::all_pairs_except(&N, &blocked), "groups {{h1,h2}} {{h3,h4}} {{h5}}");
+    assert_eq!(
+        lab.reach_matrix(&N),
+        TestLab::all_pairs_except(&N, &blocked),
+        "groups {{h1,h2}} {{h3,h4}} {{h5}}"
+    );
 
     // A new partition replaces the previous one.
     lab.apply(&g(&[&["h1", "h3"]]));
@@ -67,7 +71,10 @@ fn partition_matrices() {
     // Grudge form, the NIC that sends but does not receive: everyone drops traffic to h3's
     // receiver... i.e. traffic from all others to h3 is dropped, h3's own traffic still flows.
     lab.apply(&Fault::Heal);
-    lab.apply(&Fault::Drop { from: vec!["h1".into(), "h2".into(), "h4".into(), "h5".into()], to: vec!["h3".into()] });
+    lab.apply(&Fault::Drop {
+        from: vec!["h1".into(), "h2".into(), "h4".into(), "h5".into()],
+        to: vec!["h3".into()],
+    });
     let blocked: Vec<(&str, &str)> = N.iter().filter(|n| **n != "h3").map(|n| (*n, "h3")).collect();
     assert_eq!(lab.reach_matrix(&N), TestLab::all_pairs_except(&N, &blocked), "h3 deaf");
     lab.apply(&Fault::Heal);

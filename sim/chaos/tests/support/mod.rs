@@ -33,7 +33,12 @@ fn ip_batch(netns: Option<&str>, lines: &[String]) {
     let mut child = cmd.spawn().expect("run ip");
     child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "ip -batch in {netns:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), lines.join("\n"));
+    assert!(
+        out.status.success(),
+        "ip -batch in {netns:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lines.join("\n")
+    );
 }
 
 impl TestLab {
@@ -170,22 +175,27 @@ impl TestLab {
     /// Directed pairs (from, to) whose UDP datagrams arrive, over every ordered pair of `nodes`.
     pub fn reach_matrix(&self, nodes: &[&str]) -> BTreeSet<(String, String)> {
         const PORT: u16 = 47_001;
-        let rx: Vec<(String, UdpSocket)> = nodes.iter().map(|n| ((*n).to_owned(), self.udp(n, PORT))).collect();
+        let rx: Vec<(String, UdpSocket)> =
+            nodes.iter().map(|n| ((*n).to_owned(), self.udp(n, PORT))).collect();
         let tx: Vec<(String, UdpSocket)> = nodes.iter().map(|n| ((*n).to_owned(), self.udp(n, 0))).collect();
         let expected = nodes.len() * (nodes.len() - 1);
         let mut got = BTreeSet::new();
-        let deadline = Instant::now() + Duration::from_millis(700);
-        let mut round = 0;
+        // Generous: tests run in parallel on a loaded machine, and a blocked pair is only
+        // known to be blocked once the deadline passes.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let mut rounds = 0;
+        let mut next_round = Instant::now();
         while Instant::now() < deadline && got.len() < expected {
-            // A few rounds: the first packets to a fresh neighbour wait for ARP.
-            if round < 3 {
+            // Several rounds: the first packets to a fresh neighbour wait for ARP.
+            if rounds < 5 && Instant::now() >= next_round {
                 for (from, s) in &tx {
                     for to in nodes.iter().filter(|t| **t != from) {
                         let msg = format!("{from}>{to}");
                         let _ = s.send_to(msg.as_bytes(), (self.addr(to), PORT));
                     }
                 }
-                round += 1;
+                rounds += 1;
+                next_round = Instant::now() + Duration::from_millis(200);
             }
             for (to, s) in &rx {
                 s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -261,7 +271,7 @@ pub fn use_test_delayer() {
 pub fn lan_yaml(n: usize) -> String {
     let mut s = String::from("name: NAME\nnetworks:\n  lan: {subnet: 10.77.0.0/16}\nnodes:\n");
     for i in 1..=n {
-        s.push_str(&format!("  h{i}: {{interfaces: [lan]}}\n"));
+        s += &["  h", &i.to_string(), ": {interfaces: [lan]}\n"].concat();
     }
     s
 }

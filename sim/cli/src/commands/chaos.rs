@@ -213,7 +213,10 @@ fn print_state(state: &FaultState, json: bool, summary: &str) {
         .drops
         .iter()
         .filter(|(f, t)| {
-            state.partition.as_ref().is_none_or(|groups| groups.iter().any(|g| g.contains(f) && g.contains(t)))
+            state
+                .partition
+                .as_ref()
+                .is_none_or(|groups| groups.iter().any(|g| g.contains(f) && g.contains(t)))
         })
         .map(|(f, t)| format!("{f}->{t}"))
         .collect();
@@ -286,7 +289,10 @@ pub fn partition(args: &PartitionArgs) -> i32 {
         }
     }
     if faults.is_empty() {
-        return fail("give groups, --oneway A->B, --drop FROM->TO or --random (use `topo heal` to undo)", exit_code::USAGE);
+        return fail(
+            "give groups, --oneway A->B, --drop FROM->TO or --random (use `topo heal` to undo)",
+            exit_code::USAGE,
+        );
     }
     apply_and_print(&mut lab, &faults, &args.lab, &summary)
 }
@@ -304,12 +310,17 @@ fn link_ref(plan: &Plan, a: &str, b: &str) -> Result<LinkRef, i32> {
         return Ok(LinkRef::P2p { a: a.to_owned(), b: b.to_owned() });
     }
     let on_net = plan.node(a).is_some_and(|n| {
-        n.interfaces.iter().any(|i| matches!(&i.attachment, Attachment::Network { network, .. } if network == b))
+        n.interfaces
+            .iter()
+            .any(|i| matches!(&i.attachment, Attachment::Network { network, .. } if network == b))
     });
     if on_net {
         return Ok(LinkRef::Lan { node: a.to_owned(), network: b.to_owned() });
     }
-    Err(fail(format!("no link between {a} and {b}, and {a} is not attached to a network {b}"), exit_code::USAGE))
+    Err(fail(
+        format!("no link between {a} and {b}, and {a} is not attached to a network {b}"),
+        exit_code::USAGE,
+    ))
 }
 
 pub fn link(args: &LinkArgs) -> i32 {
@@ -379,7 +390,10 @@ pub fn impair(args: &ImpairArgs) -> i32 {
             rate: args.rate,
         };
         if impairment.is_none() {
-            return fail("give at least one of --delay --jitter --loss --duplicate --reorder --rate, or --clear", exit_code::USAGE);
+            return fail(
+                "give at least one of --delay --jitter --loss --duplicate --reorder --rate, or --clear",
+                exit_code::USAGE,
+            );
         }
         if impairment.jitter.is_some() && impairment.delay.is_none() {
             return fail("--jitter needs --delay", exit_code::USAGE);
