@@ -96,7 +96,54 @@ pub struct FaultState {
     pub nodes_stopped: BTreeSet<String>,
     pub nodes_paused: BTreeSet<String>,
     /// Runtime impairments by (sender, receiver) of a p2p link.
+    #[serde(with = "pair_keyed")]
     pub impairments: BTreeMap<(String, String), Impairment>,
+}
+
+/// JSON object keys must be strings, so the (sender, receiver)-keyed map is stored as a list of
+/// `{"from", "to", "impairment"}` entries (an empty `{}` from older state files reads as empty).
+mod pair_keyed {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use topo_spec::Impairment;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        from: String,
+        to: String,
+        impairment: Impairment,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        List(Vec<Entry>),
+        Map(BTreeMap<String, serde_json::Value>),
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<(String, String), Impairment>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|((from, to), i)| Entry {
+            from: from.clone(),
+            to: to.clone(),
+            impairment: *i,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(String, String), Impairment>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::List(v) => Ok(v.into_iter().map(|e| ((e.from, e.to), e.impairment)).collect()),
+            Repr::Map(m) if m.is_empty() => Ok(BTreeMap::new()),
+            Repr::Map(_) => {
+                Err(serde::de::Error::custom("impairments: expected a list of {from, to, impairment}"))
+            }
+        }
+    }
 }
 
 impl FaultState {

@@ -524,3 +524,20 @@ fn converge_checks_every_flow_against_max_and_applies_the_fault() {
     assert_eq!(r.steps[1].outcome, StepOutcome::NotApplicable);
     assert_eq!(r.outcome, ScenarioOutcome::Passed, "{:?}", r.first_problem());
 }
+
+#[test]
+fn fault_states_with_impairments_round_trip_through_json() {
+    // The kernel journals FaultState as JSON (faults.json); impairments are keyed by a pair.
+    let mut st = FaultState::default();
+    st.impairments.insert(
+        ("r1".into(), "r2".into()),
+        topo_spec::Impairment { delay: Some(Duration::from_millis(50)), ..Default::default() },
+    );
+    let json = serde_json::to_string(&st).unwrap();
+    let back: FaultState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, st);
+    // State files written before impairments existed have an empty map.
+    let old = r#"{"partition":null,"drops":[],"links_down":[],"links_cut":[],"nodes_stopped":[],"nodes_paused":[],"impairments":{}}"#;
+    let back: FaultState = serde_json::from_str(old).unwrap();
+    assert!(back.impairments.is_empty(), "{old}");
+}
