@@ -78,12 +78,6 @@ pub fn plan_str(path: &str, text: &str) -> Result<Plan, Diagnostics> {
 
 /// Load, validate and compile a topology file in one step.
 pub fn plan_file(path: &std::path::Path) -> Result<Plan, Diagnostics> {
-    let topology = topo_spec::load(path)?;
-    compile(&topology).map_err(|items| Diagnostics {
-        source: SourceFile::new(
-            path.display().to_string(),
-            std::fs::read_to_string(path).unwrap_or_default(),
-        ),
-        items,
-    })
+    let (topology, source) = topo_spec::load_with_source(path)?;
+    compile(&topology).map_err(|items| Diagnostics { source, items })
 }
