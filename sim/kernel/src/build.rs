@@ -56,6 +56,7 @@ pub fn up(plan: &Plan, source: &SourceInfo, opts: &UpOpts) -> Result<UpReport, K
         networks: plan.fabric.bridges.len(),
         unchanged,
         elapsed: start.elapsed(),
+        peak_rss_kib: crate::peak_rss_kib(),
     };
     match sd.read_meta() {
         Ok(meta) if meta.phase == Phase::Up && meta.source_hash == hash => return Ok(report(true)),

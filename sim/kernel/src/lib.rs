@@ -111,6 +111,8 @@ pub struct UpReport {
     /// The lab was already up from the same source: nothing was done.
     pub unchanged: bool,
     pub elapsed: Duration,
+    /// Peak resident memory of this process so far (VmHWM), in KiB, when known.
+    pub peak_rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,6 +121,8 @@ pub struct DownReport {
     pub namespaces: usize,
     pub processes_killed: usize,
     pub elapsed: Duration,
+    /// Peak resident memory of this process so far (VmHWM), in KiB, when known.
+    pub peak_rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -190,7 +194,7 @@ pub struct IfaceStatus {
 
 pub use build::up;
 pub use status::status;
-pub use teardown::{down, down_with, gc};
+pub use teardown::{down, down_with, gc, gc_labs};
 
 /// Labs with a state directory on this machine, sorted by name.
 pub fn list_labs() -> Result<Vec<LabSummary>, KernelError> {
@@ -276,4 +280,11 @@ pub fn validate_lab_name(name: &str) -> Result<(), KernelError> {
 /// Is the effective user root? (Building labs needs CAP_NET_ADMIN and CAP_SYS_ADMIN.)
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Peak resident set size of this process (VmHWM from /proc/self/status), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

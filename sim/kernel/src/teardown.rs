@@ -254,6 +254,7 @@ pub fn down_with(lab: &str, lock_wait: Duration) -> Result<DownReport, KernelErr
     let mut errors = teardown(&sd, plan.as_ref(), &mut report);
     errors.extend(hooks::gc_lab(lab));
     report.elapsed = start.elapsed();
+    report.peak_rss_kib = crate::peak_rss_kib();
     if errors.is_empty() {
         Ok(report)
     } else {
@@ -294,8 +295,16 @@ fn labs_with_residue() -> BTreeSet<String> {
 /// `up`/`down` that died half-way. Labs that are up, or whose lock another topo holds, are left
 /// alone. Idempotent; does nothing when nothing is there.
 pub fn gc() -> Result<GcReport, KernelError> {
+    gc_labs(None)
+}
+
+/// [`gc`] restricted to the named labs (all labs when `None`).
+pub fn gc_labs(only: Option<&[String]>) -> Result<GcReport, KernelError> {
     let mut report = GcReport::default();
     for lab in labs_with_residue() {
+        if only.is_some_and(|o| !o.contains(&lab)) {
+            continue;
+        }
         if crate::validate_lab_name(&lab).is_err() {
             report.errors.push(format!("{STATE_ROOT}/{lab}: not a lab name; left alone"));
             continue;

@@ -5,6 +5,9 @@ use crate::exit_code;
 
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
+    /// Only these labs (default: every lab with residue). Labs that are up, or in use by another
+    /// topo process, are never touched.
+    pub labs: Vec<String>,
     /// Print what was removed as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -14,7 +17,8 @@ pub fn run(args: &GcArgs) -> i32 {
     if let Err(code) = need_root("gc") {
         return code;
     }
-    let r = match topo_kernel::gc() {
+    let only = (!args.labs.is_empty()).then_some(args.labs.as_slice());
+    let r = match topo_kernel::gc_labs(only) {
         Ok(r) => r,
         Err(e) => return crate::commands::up::fail(&e),
     };

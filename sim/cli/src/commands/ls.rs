@@ -25,7 +25,7 @@ pub fn run(args: &LsArgs) -> i32 {
     let w = labs.iter().map(|l| l.lab.len()).max().unwrap_or(3).max(3);
     println!("{:w$}  {:8}  {:>5}  SOURCE", "LAB", "PHASE", "NODES");
     for l in &labs {
-        let src = l.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+        let src = l.source.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string());
         println!("{:w$}  {:8}  {:>5}  {src}", l.lab, l.phase, l.nodes);
     }
     exit_code::OK

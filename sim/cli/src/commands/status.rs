@@ -24,7 +24,7 @@ pub fn run(args: &StatusArgs) -> i32 {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return exit_code::OK;
     }
-    let src = st.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+    let src = st.source.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string());
     println!("lab {} ({}), from {src}", st.lab, st.phase);
     let nw = st.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
     println!(
