@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::fasthash::IpMap;
+
 /// Where a route came from. The order is the preference at equal prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,7 +74,7 @@ pub(crate) struct Fib {
     /// Selected routes, sorted by (prefix length desc, network).
     pub routes: Vec<FibRoute>,
     /// Prefix lengths present, longest first, each with network → index into `routes`.
-    by_len: Vec<(u8, HashMap<u32, usize>)>,
+    by_len: Vec<(u8, IpMap<usize>)>,
 }
 
 impl Fib {
@@ -96,11 +98,11 @@ impl Fib {
         routes.sort_by(|a, b| {
             b.to.prefix_len().cmp(&a.to.prefix_len()).then(a.to.network().cmp(&b.to.network()))
         });
-        let mut by_len: Vec<(u8, HashMap<u32, usize>)> = Vec::new();
+        let mut by_len: Vec<(u8, IpMap<usize>)> = Vec::new();
         for (i, r) in routes.iter().enumerate() {
             let len = r.to.prefix_len();
             if by_len.last().is_none_or(|(l, _)| *l != len) {
-                by_len.push((len, HashMap::new()));
+                by_len.push((len, IpMap::default()));
             }
             if let Some((_, m)) = by_len.last_mut() {
                 m.insert(u32::from(r.to.network()), i);

@@ -84,6 +84,7 @@
 //! as its source. TCP assumes a responder listens on every node on every port.
 //! NAT checks ([`Model::nat`]) need both directions, since the responder echoes what it saw.
 
+mod fasthash;
 mod fib;
 mod lab;
 mod model;

@@ -1,7 +1,7 @@
 //! The evaluated model: forwarding tables of every node under a fault state, and packet walks
 //! through them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use topo_lab::{
 };
 use topo_plan::{Plan, RouteOrigin};
 
+use crate::fasthash::IpMap;
 use crate::fib::{Fib, FibRoute, Origin, Route};
 use crate::net::Net;
 use crate::ospf::ospf_routes;
@@ -85,16 +86,34 @@ struct Leg {
 /// Per-destination decision cache; one per thread of walks.
 #[derive(Debug, Default)]
 struct Cache {
-    slot: HashMap<Ipv4Addr, usize>,
+    slot: IpMap<usize>,
     table: Vec<Vec<Decision>>,
+    tails: Vec<Vec<Tail>>,
+}
+
+/// Where a packet that has arrived at a node ends up (memoized per destination): the
+/// decisions don't depend on the source, so every packet to one address from one node ends
+/// the same way (filters and responders are checked per packet afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    Unknown,
+    Visiting,
+    /// A forwarding loop: left to the hop-by-hop walk, which reports the TTL expiry.
+    Loop,
+    Known {
+        end: u32,
+        why: Option<Why>,
+        forwards: u16,
+    },
 }
 
 impl Cache {
     fn slot(&mut self, dst: Ipv4Addr, n: usize) -> usize {
         let next = self.table.len();
-        let s = *self.slot.entry(dst).or_insert(next);
+        let s = *self.slot.entry(u32::from(dst)).or_insert(next);
         if s == next {
             self.table.push(vec![Decision::Unknown; n]);
+            self.tails.push(vec![Tail::Unknown; n]);
         }
         s
     }
@@ -250,6 +269,11 @@ impl Model {
         let n = net.nodes.len();
         let mut dst = dst;
         let mut slot = cache.slot(dst, n);
+        if !self.any_masquerade && hops.is_none() {
+            if let Some(leg) = self.fast_leg(cache, slot, s, dst, fixed_src, need_socket) {
+                return leg;
+            }
+        }
         let mut cur = s;
         let mut arrived = false;
         let mut ttl = INITIAL_TTL;
@@ -287,14 +311,7 @@ impl Model {
                     if let Some(h) = hops.as_deref_mut().and_then(|h| h.last_mut()) {
                         h.addr = dst;
                     }
-                    let from = leg.observed_src.and_then(|a| net.owner.get(&a).copied());
-                    leg.end = if let Some(f) = from.filter(|&f| net.filtered(f, cur)) {
-                        Err((cur, Why::Filtered(f as u32)))
-                    } else if need_socket && net.nodes[cur].frozen() {
-                        Err((cur, Why::NoResponder))
-                    } else {
-                        Ok(cur)
-                    };
+                    leg.end = self.deliver(leg.observed_src, cur, need_socket);
                     return leg;
                 }
                 Decision::Drop(why) => {
@@ -338,6 +355,106 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Local delivery at `at`: the input filters (partitions), then the responder.
+    fn deliver(
+        &self,
+        observed_src: Option<Ipv4Addr>,
+        at: usize,
+        need_socket: bool,
+    ) -> Result<usize, (usize, Why)> {
+        let net = &self.net;
+        let from = observed_src.and_then(|a| net.owner.get(&u32::from(a)).copied());
+        if let Some(f) = from.filter(|&f| net.filtered(f, at)) {
+            Err((at, Why::Filtered(f as u32)))
+        } else if need_socket && net.nodes[at].frozen() {
+            Err((at, Why::NoResponder))
+        } else {
+            Ok(at)
+        }
+    }
+
+    /// The walk through memoized tails (no NAT in the network, no hop list wanted). `None`
+    /// when the packet loops or travels too far: the hop-by-hop walk then says where TTL ends.
+    fn fast_leg(
+        &self,
+        cache: &mut Cache,
+        slot: usize,
+        s: usize,
+        dst: Ipv4Addr,
+        fixed_src: Option<Ipv4Addr>,
+        need_socket: bool,
+    ) -> Option<Leg> {
+        let mut leg = Leg {
+            end: Ok(s),
+            sent_src: fixed_src,
+            observed_src: fixed_src,
+            nats: Vec::new(),
+            seen: Vec::new(),
+        };
+        match self.decide(cache, slot, s, dst) {
+            Decision::Unknown => unreachable!("decide never returns Unknown"),
+            Decision::Local => {
+                leg.sent_src = leg.sent_src.or(Some(dst));
+                leg.observed_src = leg.sent_src;
+            }
+            Decision::Drop(why) => leg.end = Err((s, why)),
+            Decision::Out { egress, next, .. } => {
+                if leg.sent_src.is_none() {
+                    leg.sent_src = self.net.ifaces[egress as usize].addr().or(self.net.nodes[s].primary);
+                    leg.observed_src = leg.sent_src;
+                }
+                let Tail::Known { end, why, forwards } = self.tail(cache, slot, next as usize, dst) else {
+                    return None;
+                };
+                if u32::from(forwards) >= u32::from(INITIAL_TTL) {
+                    return None;
+                }
+                leg.end = match why {
+                    Some(w) => Err((end as usize, w)),
+                    None => self.deliver(leg.observed_src, end as usize, need_socket),
+                };
+            }
+        }
+        Some(leg)
+    }
+
+    /// Where a packet to `dst` that arrived at `start` ends, memoized along the way.
+    fn tail(&self, cache: &mut Cache, slot: usize, start: usize, dst: Ipv4Addr) -> Tail {
+        let mut chain: Vec<usize> = Vec::new();
+        let mut cur = start;
+        let found = loop {
+            match cache.tails[slot][cur] {
+                t @ Tail::Known { .. } => break t,
+                Tail::Loop | Tail::Visiting => break Tail::Loop,
+                Tail::Unknown => {}
+            }
+            let t = match self.decide(cache, slot, cur, dst) {
+                Decision::Unknown => unreachable!("decide never returns Unknown"),
+                Decision::Local => Tail::Known { end: cur as u32, why: None, forwards: 0 },
+                Decision::Drop(w) => Tail::Known { end: cur as u32, why: Some(w), forwards: 0 },
+                Decision::Out { next, .. } => {
+                    if self.net.nodes[cur].forwards {
+                        cache.tails[slot][cur] = Tail::Visiting;
+                        chain.push(cur);
+                        cur = next as usize;
+                        continue;
+                    }
+                    Tail::Known { end: cur as u32, why: Some(Why::NotForwarding), forwards: 0 }
+                }
+            };
+            cache.tails[slot][cur] = t;
+            break t;
+        };
+        let mut t = found;
+        for &c in chain.iter().rev() {
+            if let Tail::Known { end, why, forwards } = t {
+                t = Tail::Known { end, why, forwards: forwards.saturating_add(1) };
+            }
+            cache.tails[slot][c] = t;
+        }
+        t
     }
 
     fn reason(&self, at: usize, why: Why) -> String {
@@ -444,19 +561,44 @@ impl Model {
     /// The reachability matrix of a request (pairs with `from == to` skipped), sorted by
     /// (from, to).
     pub fn reach(&self, req: &ReachRequest) -> Result<ReachMatrix, LabError> {
-        let from: Vec<usize> = req.from.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
-        let to: Vec<usize> = req.to.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
-        let mut cache = Cache::default();
-        let mut pairs = Vec::with_capacity(from.len() * to.len());
-        for &s in &from {
-            for &t in &to {
-                if s != t {
-                    pairs.push(self.outcome(&mut cache, s, t, req.proto));
+        // Sorted, deduplicated index lists: pairs then come out in (from, to) order.
+        let sorted = |names: &[String]| -> Result<Vec<usize>, LabError> {
+            let mut v: Vec<usize> = names.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
+            v.sort_by(|&a, &b| self.net.nodes[a].name.cmp(&self.net.nodes[b].name));
+            v.dedup();
+            Ok(v)
+        };
+        let (from, to) = (sorted(&req.from)?, sorted(&req.to)?);
+        let run = |sources: &[usize]| -> Vec<PairOutcome> {
+            let mut cache = Cache::default();
+            let mut out = Vec::with_capacity(sources.len() * to.len());
+            for &s in sources {
+                for &t in &to {
+                    if s != t {
+                        out.push(self.outcome(&mut cache, s, t, req.proto));
+                    }
                 }
             }
-        }
-        pairs.sort_by(|a, b| a.from.cmp(&b.from).then_with(|| a.to.cmp(&b.to)));
-        pairs.dedup_by(|a, b| a.from == b.from && a.to == b.to);
+            out
+        };
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+        let pairs = if threads < 2 || from.len() * to.len() < 20_000 {
+            run(&from)
+        } else {
+            // Each thread walks a contiguous block of sources with its own decision cache.
+            let chunk = from.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = from.chunks(chunk).map(|c| scope.spawn(move || run(c))).collect();
+                let mut pairs = Vec::with_capacity(from.len() * to.len());
+                for h in handles {
+                    match h.join() {
+                        Ok(mut part) => pairs.append(&mut part),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                pairs
+            })
+        };
         Ok(ReachMatrix { proto: req.proto, pairs })
     }
 

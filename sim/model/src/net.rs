@@ -8,6 +8,8 @@ use ipnet::Ipv4Net;
 use topo_lab::{FaultState, LinkRef};
 use topo_plan::{Attachment, Plan};
 
+use crate::fasthash::{pair_key, IpMap, PairSet};
+
 /// A broadcast domain: one LAN network, or one point-to-point link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SegKind {
@@ -72,11 +74,11 @@ pub(crate) struct Net {
     pub segs: Vec<Segment>,
     /// Every planned address → its node, whatever the state (used to attribute source
     /// addresses, as the kernel's address-based filters do).
-    pub owner: HashMap<Ipv4Addr, usize>,
+    pub owner: IpMap<usize>,
     /// Addresses that are currently local to a node (up interfaces and loopbacks).
-    pub local: HashMap<Ipv4Addr, usize>,
+    pub local: IpMap<usize>,
     /// Directed drops as node-index pairs.
-    pub drops: BTreeSet<(usize, usize)>,
+    pub drops: PairSet,
     /// Directed p2p 100 % loss: (link index, sender node).
     pub lossy: BTreeSet<(usize, usize)>,
     pub by_name: HashMap<String, usize>,
@@ -93,8 +95,8 @@ impl Net {
         let mut link_seg: HashMap<usize, usize> = HashMap::new();
         let mut nodes = Vec::with_capacity(plan.nodes.len());
         let mut ifaces = Vec::new();
-        let mut owner = HashMap::new();
-        let mut local = HashMap::new();
+        let mut owner = IpMap::default();
+        let mut local = IpMap::default();
 
         for (ni, np) in plan.nodes.iter().enumerate() {
             let stopped = faults.nodes_stopped.contains(&np.name);
@@ -139,21 +141,24 @@ impl Net {
                 segs[seg_idx].ifaces.push(gi);
                 node.ifaces.push(gi);
                 for a in &ip.addresses {
-                    owner.insert(a.addr(), ni);
+                    owner.insert(u32::from(a.addr()), ni);
                     if up {
-                        local.insert(a.addr(), ni);
+                        local.insert(u32::from(a.addr()), ni);
                     }
                 }
             }
             for l in &np.loopbacks {
-                owner.insert(l.addr(), ni);
-                local.insert(l.addr(), ni);
+                owner.insert(u32::from(l.addr()), ni);
+                local.insert(u32::from(l.addr()), ni);
             }
             nodes.push(node);
         }
 
-        let drops =
-            faults.drops.iter().filter_map(|(f, t)| Some((*by_name.get(f)?, *by_name.get(t)?))).collect();
+        let drops = faults
+            .drops
+            .iter()
+            .filter_map(|(f, t)| Some(pair_key(*by_name.get(f)?, *by_name.get(t)?)))
+            .collect();
 
         let mut lossy = BTreeSet::new();
         let full_loss = |imp: &topo_spec::Impairment| imp.loss.is_some_and(|l| l >= 100.0);
@@ -180,14 +185,15 @@ impl Net {
 
     /// Is `addr` a local address of node `n` right now?
     pub fn is_local(&self, n: usize, addr: Ipv4Addr) -> bool {
-        self.local.get(&addr) == Some(&n) || self.nodes[n].loopbacks.iter().any(|l| l.contains(&addr))
+        self.local.get(&u32::from(addr)) == Some(&n)
+            || self.nodes[n].loopbacks.iter().any(|l| l.contains(&addr))
     }
 
     /// Who answers ARP for `addr` on segment `seg` (other than `from`): the node that holds
     /// `addr` as a local address and has an up interface on the segment (Linux answers ARP
     /// for any local address, `arp_ignore=0`). Returns (node, its interface on the segment).
     pub fn arp(&self, seg: usize, addr: Ipv4Addr, from: usize) -> Option<(usize, usize)> {
-        let n = match self.local.get(&addr) {
+        let n = match self.local.get(&u32::from(addr)) {
             Some(&n) => n,
             None => self.nodes.iter().position(|nd| nd.loopbacks.iter().any(|l| l.contains(&addr)))?,
         };
@@ -219,7 +225,7 @@ impl Net {
 
     /// Does node `n` drop traffic whose source address belongs to `from` (input filter)?
     pub fn filtered(&self, from: usize, n: usize) -> bool {
-        from != n && self.drops.contains(&(from, n))
+        from != n && !self.drops.is_empty() && self.drops.contains(&pair_key(from, n))
     }
 
     pub fn seg_name(&self, seg: usize) -> String {

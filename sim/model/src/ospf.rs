@@ -112,7 +112,9 @@ impl World {
                 }
                 SegKind::Lan(_) => {
                     let nodes: BTreeSet<usize> = members.iter().map(|(gi, _)| net.ifaces[*gi].node).collect();
-                    let any_drop = net.drops.iter().any(|(f, t)| nodes.contains(f) && nodes.contains(t));
+                    let any_drop = net.drops.iter().any(|k| {
+                        nodes.contains(&((k >> 32) as usize)) && nodes.contains(&((k & 0xffff_ffff) as usize))
+                    });
                     if any_drop {
                         // Pairwise adjacencies, leaving out the pairs whose hellos are dropped.
                         for &(ia, ca) in &members {

@@ -449,3 +449,29 @@ fn model_lab_speaks_the_lab_trait() {
     let path = lab.path("h1", "h2").expect("path");
     assert_eq!(hop_names(&path), ["h2"]);
 }
+
+#[test]
+fn memoized_matrix_agrees_with_hop_by_hop_walks() {
+    // reach() takes the memoized path; walk() goes hop by hop. They must agree on every pair.
+    let faults = [
+        vec![],
+        vec![Fault::LinkCut { link: LinkRef::P2p { a: "r1".into(), b: "r3".into() } }],
+        vec![Fault::Partition { groups: vec![vec!["h1".into(), "r2".into()]] }],
+        vec![Fault::NodeStop { node: "r2".into() }],
+    ];
+    for ospf in [false, true] {
+        let plan = triangle(ospf).build();
+        for fs in &faults {
+            let lab = lab_with(&plan, fs);
+            let m = lab.model().reach(&all_pairs(&plan, Proto::Udp(9))).expect("reach");
+            for p in &m.pairs {
+                let w = lab.model().walk(&p.from, p.to_addr).expect("walk");
+                let walked = w.delivered_to.as_deref() == Some(p.to.as_str());
+                assert_eq!(walked, p.reached, "ospf={ospf} {fs:?} {p:?} vs {w:?}");
+                if !walked {
+                    assert_eq!(w.reason, p.reason, "ospf={ospf} {fs:?}");
+                }
+            }
+        }
+    }
+}
