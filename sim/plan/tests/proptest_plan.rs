@@ -79,6 +79,26 @@ fn build(r: &Recipe) -> Topology {
     for (ni, n) in r.nodes.iter().enumerate() {
         let mut seen = BTreeSet::new();
         let mut node = if n.router { router(&format!("x{ni}"), &[]) } else { host(&format!("x{ni}"), &[]) };
+        if n.router && ni % 2 == 0 {
+            // Every other router runs OSPF; the router id comes from its addresses.
+            node.loopbacks.push(cidr(&format!("192.168.{}.{}/32", ni / 256, ni % 256)));
+            node.routing = Some(topo_spec::Routing {
+                daemon: topo_spec::RoutingDaemon::Frr,
+                span: sp(60),
+                ospf: Some(topo_spec::Ospf {
+                    router_id: None,
+                    area: Ipv4Addr::UNSPECIFIED,
+                    hello_interval: 1,
+                    dead_interval: 4,
+                    fast: ni % 4 == 0,
+                    bfd: ni % 3 == 0,
+                    bfd_interval_ms: 100,
+                    bfd_multiplier: 3,
+                    interfaces: std::collections::BTreeMap::new(),
+                    redistribute_static: false,
+                }),
+            });
+        }
         for (net, stat) in &n.atts {
             let net = net % k;
             if !seen.insert(net) {
@@ -142,6 +162,17 @@ fn check(t: &Topology, p: &Plan) -> Result<(), TestCaseError> {
             for a in &i.addresses6 {
                 prop_assert!(seen6.insert(a.addr()), "duplicate v6 address {a}");
             }
+        }
+        if let Some(o) = n.routing.as_ref().and_then(|r| r.ospf.as_ref()) {
+            prop_assert_eq!(o.interfaces.len(), n.interfaces.len() + 1, "every attachment plus lo");
+            for oi in &o.interfaces {
+                prop_assert!(
+                    oi.iface == "lo" || n.iface(&oi.iface).is_some(),
+                    "OSPF on unknown {}",
+                    oi.iface
+                );
+            }
+            prop_assert!(n.addresses().any(|a| a == o.router_id), "router id is one of the node's addresses");
         }
         for r in &n.routes {
             let dev = n.iface(&r.dev).expect("route dev exists");
