@@ -127,8 +127,14 @@ fn kernel_full_suite() {
     if !require_root("kernel_full_suite") {
         return;
     }
+    // TOPO_SUITE_FILTER=lan,multi runs only the files whose path contains one of the words.
+    let filter = std::env::var("TOPO_SUITE_FILTER").unwrap_or_default();
     let files = topo_scenario::collect_files(&[root().join("scenarios")]).unwrap();
-    let scenarios: Vec<Scenario> = files.iter().map(|f| load(f, &unique_lab("sk")).unwrap()).collect();
+    let scenarios: Vec<Scenario> = files
+        .iter()
+        .filter(|f| filter.split(',').any(|w| f.to_string_lossy().contains(w)))
+        .map(|f| load(f, &unique_lab("sk")).unwrap())
+        .collect();
     let guards: Vec<Guard> = scenarios.iter().map(|s| Guard(s.plan.lab.clone())).collect();
     let cancel = AtomicBool::new(false);
     let opts = RunOpts {
