@@ -51,8 +51,8 @@ fn invalid_file_exits_three_with_located_diagnostics() {
     let out = topo(&["validate", "topologies/lan.yaml", file]);
     assert_eq!(out.status.code(), Some(3), "one invalid file makes the whole run fail");
     let stderr = text(&out.stderr);
-    // file:line:col of the second use of 10.0.0.10 (line 9), the snippet and the hint.
-    assert!(stderr.contains(&format!("{file}:9:")), "no file:line:col in:\n{stderr}");
+    // file:line:col of the second use of 10.0.0.10, the snippet and the hint.
+    assert!(stderr.contains(&format!("{file}:10:42")), "no file:line:col in:\n{stderr}");
     assert!(stderr.contains("address 10.0.0.10 is used twice"), "{stderr}");
     assert!(stderr.contains("help:"), "{stderr}");
     assert!(stderr.contains("error[topo::duplicate-address]"), "{stderr}");
@@ -76,6 +76,16 @@ fn json_diagnostics_on_stdout() {
     let ok = topo(&["validate", "--json", "topologies/lan.yaml"]);
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).expect("JSON"), serde_json::json!([]));
+}
+
+#[test]
+fn validate_includes_plan_checks() {
+    let file = "fixtures/topology/plan-invalid/pool-exhausted.yaml";
+    let out = topo(&["validate", file]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error[topo::pool-exhausted]"), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:")), "{stderr}");
 }
 
 #[test]

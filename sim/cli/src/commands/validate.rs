@@ -1,16 +1,28 @@
-//! `topo validate FILE...`: parse and check topology files.
+//! `topo validate FILE...`: parse and check topology files, including the checks that need
+//! address allocation (the plan is computed and thrown away).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use topo_spec::{Diagnostics, Topology};
 
 use crate::exit_code;
+
+/// Spec checks, then the plan's (pool exhaustion and the like), against the same source.
+fn check(path: &Path) -> Result<Topology, Diagnostics> {
+    let (topology, source) = topo_spec::load_with_source(path)?;
+    match topo_plan::compile(&topology) {
+        Ok(_) => Ok(topology),
+        Err(items) => Err(Diagnostics { source, items }),
+    }
+}
 
 pub fn run(files: &[PathBuf], json: bool) -> i32 {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut all = Vec::new();
     let mut invalid = 0usize;
     for f in files {
-        match topo_spec::load(f) {
+        match check(f) {
             Ok(t) => {
                 tracing::info!(file = %f.display(), nodes = t.nodes.len(), links = t.links.len(), "valid");
                 if !json {
