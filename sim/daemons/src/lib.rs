@@ -30,8 +30,8 @@ use topo_plan::Plan;
 
 pub use converge::{health, DaemonHealth, DaemonStatus};
 pub use frr::{
-    exec_argv, gc_lab, labs_with_residue, pathspace, start_node, stop_lab, vtysh_argv, FrrPaths, GcOutcome,
-    FRR_BIN_DIR, FRR_ETC_ROOT, FRR_RUN_ROOT,
+    exec_argv, gc_lab, labs_with_residue, pathspace, start_node, start_nodes, stop_lab, vtysh_argv, FrrPaths,
+    GcOutcome, FRR_BIN_DIR, FRR_ETC_ROOT, FRR_RUN_ROOT,
 };
 
 #[derive(Debug, thiserror::Error)]

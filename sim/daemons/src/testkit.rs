@@ -280,13 +280,12 @@ impl TestLab {
         }
     }
 
-    /// Start the daemons of every routing node in start order.
+    /// Start the daemons of every routing node (concurrently; the test plans have no
+    /// dependencies between routers).
     pub fn start_daemons(&self) -> Result<Vec<crate::StartedProcess>, crate::DaemonError> {
-        let mut all = Vec::new();
-        for &i in &self.plan.start_order {
-            all.extend(crate::start_node(&self.plan, &self.plan.nodes[i].name, &self.state_dir)?);
-        }
-        Ok(all)
+        let routers: Vec<&str> =
+            self.plan.nodes.iter().filter(|n| n.routing.is_some()).map(|n| n.name.as_str()).collect();
+        crate::start_nodes(&self.plan, &routers, &self.state_dir)
     }
 
     /// Next hop of the kernel route to `prefix` in `node`, if there is such a route.
