@@ -74,6 +74,8 @@ impl Y {
 pub struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// Characters before the parsed text on line 1 (a byte order mark is not given to the parser).
+    first_line_shift: usize,
     /// Whether each line is pure ASCII (then character columns are byte columns).
     ascii: Vec<bool>,
 }
@@ -84,7 +86,8 @@ impl<'a> LineIndex<'a> {
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let ascii =
             (0..starts.len()).map(|i| text[starts[i]..Self::end_of(text, &starts, i)].is_ascii()).collect();
-        Self { text, starts, ascii }
+        let first_line_shift = usize::from(text.starts_with('\u{feff}'));
+        Self { text, starts, ascii, first_line_shift }
     }
 
     fn end_of(text: &str, starts: &[usize], line_idx: usize) -> usize {
@@ -98,7 +101,7 @@ impl<'a> LineIndex<'a> {
             return self.text.len();
         };
         let end = Self::end_of(self.text, &self.starts, idx);
-        let col = col.saturating_sub(1);
+        let col = col.saturating_sub(1) + if idx == 0 { self.first_line_shift } else { 0 };
         if self.ascii[idx] {
             return (start + col).min(end);
         }
@@ -176,14 +179,57 @@ impl<'a> LineIndex<'a> {
 pub fn parse(text: &str) -> Result<Map, Box<Diagnostic>> {
     let idx = LineIndex::new(text);
     let opts = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
-    let node = parse_yaml_with_options(0, text, opts).map_err(|e| Box::new(load_error(&idx, &e)))?;
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(span) = second_document(&idx, text) {
+        return Err(Box::new(
+            Diagnostic::new("topo::yaml", span, "a topology file holds one YAML document")
+                .label("a second document starts here")
+                .help("put each topology in its own file"),
+        ));
+    }
+    // Nothing but comments and markers: an empty topology (the missing `name` is reported).
+    if body.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    }) {
+        return Ok(Map { entries: Vec::new(), span: idx.span_of_offset(0, 0) });
+    }
+    let node = parse_yaml_with_options(0, body, opts).map_err(|e| Box::new(load_error(&idx, &e)))?;
     match convert(&idx, &node) {
         Y::Map(m) => Ok(m),
+        // An empty document (`---` alone) is an empty topology; the missing `name` says the rest.
+        Y::Scalar(s) if s.is_null() => Ok(Map { entries: Vec::new(), span: s.span }),
         other => Err(Box::new(
             Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
                 .label("expected `name:`, `networks:`, `nodes:`, ..."),
         )),
     }
+}
+
+/// A `---` (or `...` followed by more content) after the first document's content: the
+/// loader would silently ignore everything after it.
+fn second_document(idx: &LineIndex<'_>, text: &str) -> Option<Span> {
+    let mut seen_content = false;
+    let mut ended = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_end();
+        let is_marker = |m: &str| trimmed == m || trimmed.starts_with(&format!("{m} "));
+        if is_marker("---") {
+            if seen_content {
+                return Some(idx.span_of_offset(offset, 3));
+            }
+        } else if is_marker("...") {
+            ended = true;
+        } else if !(trimmed.trim_start().is_empty() || trimmed.trim_start().starts_with('#')) {
+            if ended {
+                return Some(idx.span_of_offset(offset, trimmed.len()));
+            }
+            seen_content = true;
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn scalar(idx: &LineIndex<'_>, s: &MarkedScalarNode) -> Scalar {

@@ -165,3 +165,30 @@ fn depends_on_patterns_expand() {
     let t = parse("name: p\nnodes:\n  db: {}\n  web-{1..3}: {}\n  lb:\n    depends_on: [\"web-*\", db]\n");
     assert_eq!(node(&t, "lb").depends_on, ["web-1", "web-2", "web-3", "db"]);
 }
+
+#[test]
+fn document_edge_cases() {
+    let codes = |text: &str| -> Vec<&'static str> {
+        topo_spec::parse_str("e.yaml", text)
+            .err()
+            .map(|d| d.items.iter().map(|i| i.code).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(codes(""), ["topo::missing-key"], "empty file: no name");
+    assert_eq!(codes("---\n# nothing\n"), ["topo::missing-key"]);
+    assert_eq!(codes("name: x\n---\nname: y\n"), ["topo::yaml"], "a second document is not ignored");
+    assert_eq!(codes("name: x\n...\nnodes: {}\n"), ["topo::yaml"]);
+    assert_eq!(codes("[1, 2]"), ["topo::yaml"]);
+    assert_eq!(codes("name: &a x\n"), ["topo::yaml"], "anchors");
+    // A byte order mark is not part of the first key, and columns still line up.
+    let t = parse("\u{feff}name: bom\nnodes:\n  a: {}\n");
+    assert_eq!(t.name, "bom");
+    let err = topo_spec::parse_str("b.yaml", "\u{feff}name: Bom\n").expect_err("bad name");
+    let span = err.items[0].span.expect("span");
+    assert_eq!(
+        (span.line, span.col, &"\u{feff}name: Bom\n"[span.offset..span.offset + span.len]),
+        (1, 7, "Bom")
+    );
+    // Windows line endings.
+    assert_eq!(parse("name: crlf\r\nnodes:\r\n  a: {kind: router}\r\n").nodes[0].kind, NodeKind::Router);
+}
