@@ -87,7 +87,7 @@ impl<'a> LineIndex<'a> {
         let ascii =
             (0..starts.len()).map(|i| text[starts[i]..Self::end_of(text, &starts, i)].is_ascii()).collect();
         let first_line_shift = usize::from(text.starts_with('\u{feff}'));
-        Self { text, starts, ascii, first_line_shift }
+        Self { text, starts, first_line_shift, ascii }
     }
 
     fn end_of(text: &str, starts: &[usize], line_idx: usize) -> usize {
