@@ -48,7 +48,7 @@ pub fn parse_range(s: &str) -> Result<Option<Range>, String> {
     if start < 0 || end < start {
         return Err(format!("the counter range `{{{inner}}}` is empty or negative; write `{{low..high}}` with 0 <= low <= high"));
     }
-    if end - start + 1 > MAX_COUNT {
+    if end - start >= MAX_COUNT {
         return Err(format!("the counter range `{{{inner}}}` gives more than {MAX_COUNT} items"));
     }
     let suffix = &s[close + 1..];
@@ -183,6 +183,9 @@ mod tests {
         assert!(parse_range("web-{1..3").is_err());
         assert!(parse_range("web-{1..2}-{1..2}").is_err());
         assert!(parse_range("web-{0..99999999}").is_err());
+        assert!(parse_range("web-{0..9223372036854775807}").is_err(), "no overflow");
+        assert!(parse_range("web-{1..10000}").is_ok());
+        assert!(parse_range("web-{1..10001}").is_err());
     }
 
     #[test]
