@@ -26,3 +26,21 @@ fn examples_validate() {
         }
     }
 }
+
+/// Complete topologies shown in docs/topology.md (yaml blocks that start with `name:`) validate.
+#[test]
+fn documented_topologies_validate() {
+    let doc = std::fs::read_to_string(root().join("docs/topology.md")).expect("docs/topology.md");
+    let mut checked = 0;
+    for block in doc.split("```yaml\n").skip(1) {
+        let Some((yaml, _)) = block.split_once("```") else { continue };
+        if !yaml.starts_with("name:") {
+            continue;
+        }
+        if let Err(d) = topo_spec::parse_str("docs/topology.md", yaml) {
+            panic!("a documented topology is invalid:\n{yaml}\n{}", topo_spec::render(&d, false));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "no complete topology found in docs/topology.md");
+}
