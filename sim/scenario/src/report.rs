@@ -246,12 +246,14 @@ pub fn junit(run: &RunReport) -> String {
     let all: Vec<&StepReport> = run.scenarios.iter().flat_map(|s| &s.steps).collect();
     let count = |o: StepOutcome| all.iter().filter(|s| s.outcome == o).count();
     let total_ms: f64 = run.scenarios.iter().map(|s| s.duration_ms).sum();
+    // A failed teardown is one more testcase (with an error) in its suite.
+    let teardowns = run.scenarios.iter().filter(|s| !s.teardown_errors.is_empty()).count();
     let _ = writeln!(
         x,
         "<testsuites name=\"topo test\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-        all.len(),
+        all.len() + teardowns,
         count(StepOutcome::Fail),
-        count(StepOutcome::Error),
+        count(StepOutcome::Error) + teardowns,
         count(StepOutcome::Skipped) + count(StepOutcome::NotApplicable),
         total_ms / 1000.0
     );
@@ -261,7 +263,7 @@ pub fn junit(run: &RunReport) -> String {
             x,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             xml_escape(&s.name),
-            s.steps.len(),
+            s.steps.len() + usize::from(!s.teardown_errors.is_empty()),
             c(StepOutcome::Fail),
             c(StepOutcome::Error) + usize::from(!s.teardown_errors.is_empty()),
             c(StepOutcome::Skipped) + c(StepOutcome::NotApplicable),

@@ -49,6 +49,8 @@ struct FakeKernel {
     panic_node: Option<String>,
     /// Every fault applied, in order, across labs.
     applied: Arc<Mutex<Vec<Fault>>>,
+    /// Teardown reports an error (e.g. a namespace that would not go away).
+    teardown_fails: bool,
 }
 
 struct FakeLab {
@@ -135,6 +137,7 @@ impl Backend for FakeKernel {
     fn up(&self, s: &Scenario) -> Result<LabInstance, String> {
         self.ups.fetch_add(1, Ordering::SeqCst);
         let t = Arc::clone(&self.teardowns);
+        let fails = self.teardown_fails;
         Ok(LabInstance {
             lab: Box::new(FakeLab {
                 inner: ModelLab::new(s.plan.clone()),
@@ -144,7 +147,11 @@ impl Backend for FakeKernel {
             }),
             teardown: Box::new(move || {
                 t.fetch_add(1, Ordering::SeqCst);
-                Ok(())
+                if fails {
+                    Err("netns topo-x.client: device or resource busy".to_owned())
+                } else {
+                    Ok(())
+                }
             }),
             enter_hint: format!("topo shell --lab {} NODE", s.plan.lab),
         })
@@ -540,4 +547,38 @@ fn fault_states_with_impairments_round_trip_through_json() {
     let old = r#"{"partition":null,"drops":[],"links_down":[],"links_cut":[],"nodes_stopped":[],"nodes_paused":[],"impairments":{}}"#;
     let back: FaultState = serde_json::from_str(old).unwrap();
     assert!(back.impairments.is_empty(), "{old}");
+}
+
+#[test]
+fn a_failed_teardown_is_an_error_in_the_report_and_in_junit() {
+    let s = lan_scenario("  - reach: {expect: all}\n");
+    let b = FakeKernel { teardown_fails: true, ..FakeKernel::default() };
+    let r = run(&s, &b);
+    assert_eq!(r.outcome, ScenarioOutcome::Error);
+    assert_eq!(r.teardown_errors, ["netns topo-x.client: device or resource busy"]);
+    let run = RunReport { seed: 1, backend: BackendKind::Kernel, scenarios: vec![r] };
+    assert!(!run.passed());
+    let xml = junit(&run);
+    // Every suite's `tests` attribute matches its testcases; the teardown is one of them.
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut declared, mut cases, mut errors) = (0usize, 0usize, 0usize);
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                match e.name().as_ref() {
+                    b"testsuite" => {
+                        let t = e.try_get_attribute("tests").unwrap().unwrap();
+                        declared = std::str::from_utf8(&t.value).unwrap().parse().unwrap();
+                    }
+                    b"testcase" => cases += 1,
+                    b"error" => errors += 1,
+                    _ => {}
+                }
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!((declared, cases, errors), (3, 3, 1), "{xml}");
+    assert!(xml.contains("device or resource busy"));
 }
