@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
         assert!(m.pairs.iter().all(|p| p.reached), "{name}: the benchmark topology must be fully reachable");
         g.bench_function(format!("{name}/build"), |b| b.iter(|| Model::new(&plan, &faults)));
         g.bench_function(format!("{name}/matrix-icmp-999000"), |b| {
-            b.iter(|| model.reach(&req).expect("reach"))
+            b.iter(|| model.reach(&req).expect("reach"));
         });
         g.bench_function(format!("{name}/build+matrix"), |b| {
             b.iter(|| Model::new(&plan, &faults).reach(&req).expect("reach"));

@@ -89,6 +89,7 @@ struct Cache {
     slot: IpMap<usize>,
     table: Vec<Vec<Decision>>,
     tails: Vec<Vec<Tail>>,
+    last: Option<(Ipv4Addr, usize)>,
 }
 
 /// Where a packet that has arrived at a node ends up (memoized per destination): the
@@ -109,6 +110,18 @@ enum Tail {
 
 impl Cache {
     fn slot(&mut self, dst: Ipv4Addr, n: usize) -> usize {
+        // Replies of one source all go to the same address: remember the last lookup.
+        if let Some((a, s)) = self.last {
+            if a == dst {
+                return s;
+            }
+        }
+        let s = self.slot_uncached(dst, n);
+        self.last = Some((dst, s));
+        s
+    }
+
+    fn slot_uncached(&mut self, dst: Ipv4Addr, n: usize) -> usize {
         let next = self.table.len();
         let s = *self.slot.entry(u32::from(dst)).or_insert(next);
         if s == next {
@@ -365,7 +378,11 @@ impl Model {
         need_socket: bool,
     ) -> Result<usize, (usize, Why)> {
         let net = &self.net;
-        let from = observed_src.and_then(|a| net.owner.get(&u32::from(a)).copied());
+        let from = if net.drops.is_empty() {
+            None
+        } else {
+            observed_src.and_then(|a| net.owner.get(&u32::from(a)).copied())
+        };
         if let Some(f) = from.filter(|&f| net.filtered(f, at)) {
             Err((at, Why::Filtered(f as u32)))
         } else if need_socket && net.nodes[at].frozen() {
