@@ -2,7 +2,7 @@
 //! fails the scenario and names the pair, and the lab is gone afterwards — namespaces and
 //! state directory — whether the scenario passed or failed.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -2,7 +2,7 @@
 //! a test double that pretends to be the kernel (it delegates probes to the model, runs
 //! `exec` as an echo, and counts teardowns).
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
