@@ -72,6 +72,13 @@ pub enum Command {
     Test(crate::commands::test::TestArgs),
     /// FRR's vtysh on one router's daemons: `topo vtysh [--lab L] NODE [-c CMD]...`.
     Vtysh(crate::commands::vtysh::VtyshArgs),
+    /// Answer on the model backend, without root: `topo sim FILE [--fault SPEC]... [reach|path A B|nat A B|routes]`.
+    Sim(crate::commands::sim::SimArgs),
+    /// Golden files of what a design does: `freeze FILE`, `verify [FILE|DIR] [--update]`.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: crate::commands::snapshot::SnapshotCmd,
+    },
     /// Internal: the userspace impairment process (started by topo itself).
     #[command(name = "__delayer", hide = true)]
     Delayer {

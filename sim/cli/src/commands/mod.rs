@@ -13,6 +13,8 @@ pub mod status;
 pub mod up;
 pub mod events;
 pub mod test;
+pub mod sim;
+pub mod snapshot;
 pub mod vtysh;
 
 use crate::args::{Cli, Command};
@@ -38,5 +40,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Test(a) => test::run(&a),
         Command::Vtysh(a) => vtysh::run(&a),
         Command::Delayer { args } => chaos::delayer(&args),
+        Command::Sim(a) => sim::run(a),
+        Command::Snapshot { cmd } => snapshot::run(cmd),
     }
 }
