@@ -86,8 +86,9 @@ pub struct NodeExtra {
     pub address6_spans: Vec<Option<Span>>,
     pub loopback_spans: Vec<Span>,
     pub via_spans: Vec<Span>,
-    /// `depends_on` entries as written (names or `*` patterns).
-    pub depends: Vec<(String, Span)>,
+    /// `depends_on` entries as written (names or `*` patterns), and whether the entry was
+    /// inherited from `defaults` or a group (then it never applies to the node itself).
+    pub depends: Vec<(String, Span, bool)>,
     pub masquerade_spans: Vec<Span>,
 }
 
@@ -578,6 +579,11 @@ impl Cx {
             Some(r) => r.values().map(|n| (r.name(n), Some(n))).collect(),
             None => vec![(key.s.clone(), None)],
         };
+        // Where the node's own `depends_on` entries are, to tell them from inherited ones.
+        let own_deps: Vec<usize> = match own.get("depends_on") {
+            Some(Y::Seq(items, _)) => items.iter().map(|i| i.span().offset).collect(),
+            _ => Vec::new(),
+        };
         let last = instances.len().saturating_sub(1);
         let mut merged = Some(merged);
         for (i, (name, n)) in instances.into_iter().enumerate() {
@@ -588,18 +594,21 @@ impl Cx {
             let Y::Map(m) = y else { unreachable!("substitution keeps the shape") };
             let name_scalar = Scalar { s: name, span: key.span, plain: true };
             self.name_check(&name_scalar, "node");
-            let (node, extra) = self.node(&name_scalar, n, applied.clone(), &m, networks, net_index);
+            let (node, extra) =
+                self.node(&name_scalar, n, applied.clone(), &m, &own_deps, networks, net_index);
             nodes.push(node);
             extras.push(extra);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn node(
         &mut self,
         name: &Scalar,
         counter: Option<i64>,
         groups: Vec<String>,
         m: &Map,
+        own_deps: &[usize],
         networks: &[Network],
         net_index: &HashMap<&str, usize>,
     ) -> (Node, NodeExtra) {
@@ -690,7 +699,7 @@ impl Cx {
                 "depends_on" => {
                     for item in self.seq_of(v, "depends_on") {
                         if let Some(s) = self.scalar(item, "depends_on") {
-                            extra.depends.push((s.s.clone(), s.span));
+                            extra.depends.push((s.s.clone(), s.span, !own_deps.contains(&s.span.offset)));
                         }
                     }
                 }

@@ -502,15 +502,22 @@ fn depends(
     // edges[i] = (dependency index, span of the entry that asked for it)
     let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); count];
     for (i, x) in nodes_x.iter().enumerate().take(count) {
-        for (dep, span) in &x.depends {
+        for (dep, span, inherited) in &x.depends {
             if dep.contains('*') {
                 let before = edges[i].len();
+                let mut matched_self = false;
                 for (j, other) in t.nodes.iter().enumerate() {
-                    if j != i && glob(dep, &other.name) && index.get(&other.name) == Some(&j) {
-                        edges[i].push((j, *span));
+                    if glob(dep, &other.name) && index.get(&other.name) == Some(&j) {
+                        if j == i {
+                            matched_self = true;
+                        } else {
+                            edges[i].push((j, *span));
+                        }
                     }
                 }
-                if edges[i].len() == before {
+                // An inherited pattern may match only the node itself (e.g. `db*` from
+                // `defaults`, seen from `db`); the node's own patterns must match another node.
+                if edges[i].len() == before && !(*inherited && matched_self) {
                     diags.push(
                         Diagnostic::new(
                             "topo::unknown-reference",
@@ -524,6 +531,8 @@ fn depends(
                 continue;
             }
             match index.get(dep) {
+                // `depends_on: [db]` in `defaults` does not make `db` wait for itself.
+                Some(&j) if j == i && *inherited => {}
                 Some(&j) if j == i => diags.push(
                     Diagnostic::new("topo::dependency-cycle", *span, format!("`{dep}` depends on itself"))
                         .label("self dependency")

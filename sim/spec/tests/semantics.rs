@@ -192,3 +192,21 @@ fn document_edge_cases() {
     // Windows line endings.
     assert_eq!(parse("name: crlf\r\nnodes:\r\n  a: {kind: router}\r\n").nodes[0].kind, NodeKind::Router);
 }
+
+#[test]
+fn inherited_dependencies_skip_the_node_itself() {
+    let t = parse(
+        "name: d\ndefaults:\n  depends_on: [db]\ngroups:\n  cached: {depends_on: [\"cache*\"]}\n\
+         nodes:\n  db: {}\n  cache: {group: cached}\n  web: {group: cached}\n",
+    );
+    assert!(node(&t, "db").depends_on.is_empty(), "db does not wait for itself");
+    assert_eq!(node(&t, "cache").depends_on, ["db"], "the pattern matching only itself is dropped");
+    assert_eq!(node(&t, "web").depends_on, ["db", "cache"]);
+    // Written on the node itself, the same references are errors.
+    let err =
+        topo_spec::parse_str("d.yaml", "name: d\nnodes:\n  db: {depends_on: [db]}\n").expect_err("self");
+    assert_eq!(err.items[0].code, "topo::dependency-cycle");
+    let err =
+        topo_spec::parse_str("d.yaml", "name: d\nnodes:\n  db: {depends_on: [\"d*\"]}\n").expect_err("none");
+    assert_eq!(err.items[0].code, "topo::unknown-reference");
+}
