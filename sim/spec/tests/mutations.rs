@@ -99,13 +99,13 @@ fn apply_lines(text: &str, edits: &[LineEdit]) -> String {
             }
             LineEdit::Duplicate(i) => lines.insert(i % n, lines[i % n].clone()),
             LineEdit::Swap(a, b) => lines.swap(a % n, b % n),
-            LineEdit::Digit(l, i, d) => {
-                let line = &mut lines[l % n];
+            LineEdit::Digit(which_line, which_digit, digit) => {
+                let line = &mut lines[which_line % n];
                 let digits: Vec<usize> =
                     line.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(p, _)| p).collect();
                 if !digits.is_empty() {
-                    let p = digits[i % digits.len()];
-                    line.replace_range(p..=p, &d.to_string());
+                    let at = digits[which_digit % digits.len()];
+                    line.replace_range(at..=at, &digit.to_string());
                 }
             }
         }
