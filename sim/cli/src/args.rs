@@ -79,6 +79,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::commands::snapshot::SnapshotCmd,
     },
+    /// Assertions on live traffic: `reach` matrix, `nat`, `path`, `converge` (exit 1 on mismatch).
+    Check(crate::commands::check::CheckArgs),
+    /// Internal: the probe responder process inside a node (started by topo itself).
+    #[command(name = "__responder", hide = true)]
+    Responder {
+        #[arg(long, default_value_t = topo_lab::probe::DEFAULT_PROBE_PORT)]
+        port: u16,
+    },
     /// Internal: the userspace impairment process (started by topo itself).
     #[command(name = "__delayer", hide = true)]
     Delayer {

@@ -1,1 +1,136 @@
-fn main() {}
+//! All-pairs ICMP reachability on one LAN: topo's in-process engine against the naive baseline
+//! (sequential `ip netns exec NS ping -c1 -W1 ADDR` on a sample of pairs, extrapolated) and
+//! fping per namespace (all namespaces in parallel, if fping is installed), measured in the same
+//! run on the same lab.
+//!
+//! Root only. `cargo bench -p topo-probe --bench probe [-- 100 500]` (sizes; default 100 500).
+//! Env: `PROBE_BENCH_RUNS` (topo runs per size, default 5), `PROBE_BENCH_SAMPLE` (naive
+//! baseline pairs, default 40).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use topo_lab::{Proto, ReachRequest};
+use topo_probe::testlab::TestLab;
+use topo_probe::ProbeOpts;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![100, 500] } else { sizes };
+    if !topo_lab::testkit::require_root("bench probe") {
+        return;
+    }
+    let runs = env_num("PROBE_BENCH_RUNS", 5).max(1);
+    let sample = env_num("PROBE_BENCH_SAMPLE", 40).max(1);
+    let have_fping = Command::new("fping").arg("-v").output().is_ok();
+    println!(
+        "all-pairs ICMP on one LAN ({} cores)",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    for n in sizes {
+        let t = Instant::now();
+        let lab = TestLab::lan(&topo_lab::testkit::unique_lab("pb"), n, true).expect("build bench lab");
+        let build = t.elapsed();
+        let names: Vec<String> = lab.plan.nodes.iter().map(|x| x.name.clone()).collect();
+        let pairs = n * (n - 1);
+        let req = ReachRequest { from: names.clone(), to: names.clone(), proto: Proto::Icmp };
+        let mut times = Vec::new();
+        let mut probes = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            // A generous deadline: a probe lost to a full buffer is retried, not reported.
+            let opts = ProbeOpts::with_deadline(Duration::from_secs(30));
+            let d = topo_probe::reach_detailed(&lab.plan, &req, &opts).expect("reach");
+            times.push(t.elapsed());
+            let bad = d.pairs.iter().filter(|p| !p.reached).count();
+            assert_eq!(bad, 0, "{bad} of {pairs} pairs unreached");
+            probes = d.probes_sent;
+        }
+        times.sort();
+        let (best, median) = (times[0], times[times.len() / 2]);
+
+        // Naive baseline: a sample of pairs, spread over the matrix.
+        let step = (pairs / sample).max(1);
+        let mut sampled = 0;
+        let t = Instant::now();
+        let mut i = 0;
+        while sampled < sample && i < pairs {
+            let (s, d) = (i / (n - 1), i % (n - 1));
+            let d = if d >= s { d + 1 } else { d };
+            let addr = lab.plan.nodes[d].primary_address().expect("address").to_string();
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &lab.plan.nodes[s].netns, "ping", "-c1", "-W1", "-q", &addr])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "baseline ping {} -> {addr} failed", names[s]);
+            sampled += 1;
+            i += step;
+        }
+        let naive = t.elapsed().mul_f64(pairs as f64 / sampled as f64);
+
+        let fping = have_fping.then(|| {
+            let t = Instant::now();
+            let children: Vec<_> = lab
+                .plan
+                .nodes
+                .iter()
+                .map(|src| {
+                    let targets: Vec<String> = lab
+                        .plan
+                        .nodes
+                        .iter()
+                        .filter(|d| d.name != src.name)
+                        .map(|d| d.primary_address().expect("address").to_string())
+                        .collect();
+                    Command::new("ip")
+                        .args(["netns", "exec", &src.netns, "fping", "-q", "-r", "1", "-t", "500", "-i", "1"])
+                        .args(&targets)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn fping")
+                })
+                .collect();
+            let mut failed = 0;
+            for mut c in children {
+                if !c.wait().is_ok_and(|s| s.success()) {
+                    failed += 1;
+                }
+            }
+            (t.elapsed(), failed)
+        });
+
+        println!("\nN = {n} nodes, {pairs} pairs (lab built in {:.2} s)", build.as_secs_f64());
+        println!(
+            "  topo reach (in-process)   best {:>8.3} s   median {:>8.3} s   ({runs} runs, {probes} probes in the last)",
+            best.as_secs_f64(),
+            median.as_secs_f64()
+        );
+        println!(
+            "  naive ip netns exec ping  {:>8.3} s extrapolated from {sampled} sequential pairs  -> topo is {:.0}x faster",
+            naive.as_secs_f64(),
+            ratio(naive, median)
+        );
+        match fping {
+            Some((t, failed)) => println!(
+                "  fping per namespace       {:>8.3} s ({n} fping processes in parallel, {failed} reported loss)  -> topo is {:.1}x faster",
+                t.as_secs_f64(),
+                ratio(t, median)
+            ),
+            None => println!("  fping per namespace       (fping not installed)"),
+        }
+        let t = Instant::now();
+        drop(lab);
+        println!("  lab removed in {:.2} s", t.elapsed().as_secs_f64());
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}

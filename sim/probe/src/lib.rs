@@ -143,6 +143,17 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ProbeError> {
         .map_err(|e| ProbeError::io("start async runtime", e))
 }
 
+/// A runtime with one worker per core (at most 4), for engines that spread sending.
+pub(crate) fn runtime_mt() -> Result<tokio::runtime::Runtime, ProbeError> {
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 4);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(n)
+        .thread_name("topo-probe")
+        .enable_all()
+        .build()
+        .map_err(|e| ProbeError::io("start async runtime", e))
+}
+
 /// A random non-zero token identifying one probe run (replies of other runs are ignored).
 pub(crate) fn token() -> u32 {
     rand::random::<u32>() | 1

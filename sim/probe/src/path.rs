@@ -48,7 +48,7 @@ pub fn path(plan: &Plan, from: &str, to: &str, opts: &ProbeOpts) -> Result<PathR
     let reason = match (&delivered_at, unreachable) {
         (Some(_), _) => None,
         (None, Some((_, text))) => Some(text),
-        (None, None) => Some(format!("no echo reply from {dst} within {} hops", MAX_HOPS)),
+        (None, None) => Some(format!("no echo reply from {dst} within {MAX_HOPS} hops")),
     };
     Ok(PathResult {
         from: from.to_owned(),

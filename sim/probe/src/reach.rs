@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use topo_lab::{PairOutcome, Proto, ReachMatrix, ReachRequest};
 use topo_plan::Plan;
 
 use crate::sys::{self, Icmp};
-use crate::{node, ns_thread_for, primary, runtime, token, ProbeError, ProbeOpts};
+use crate::{node, ns_thread_for, primary, runtime_mt, token, ProbeError, ProbeOpts};
 
 /// A pair's outcome with what the engine saw on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,29 +285,36 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
     ns_names.extend(req.to.iter().map(String::as_str));
     let nst = ns_thread_for(plan, &ns_names)?;
     if n > 0 {
-        let rt = runtime()?;
+        let rt = runtime_mt()?;
         match req.proto {
             Proto::Icmp => rt.block_on(icmp(&nst, &mut run, &index, &dst_addr, nsrc, opts))?,
             Proto::Udp(port) => rt.block_on(udp(&nst, &mut run, &index, &dst_addr, nsrc, port, opts))?,
             Proto::Tcp(port) => rt.block_on(tcp(&nst, &mut run, &index, &dst_addr, nsrc, port, opts))?,
         }
     }
-    let mut out: Vec<PairDetail> = run
-        .pairs
-        .iter()
-        .enumerate()
-        .map(|(p, &(si, di))| PairDetail {
-            from: req.from[si].clone(),
-            to: req.to[di].clone(),
-            to_addr: dst_addr[di],
-            reached: run.result[p],
-            reason: run.reason[p].clone(),
-            sent: run.sent[p],
-            observed: run.observed[p],
-            attempts: run.attempts[p],
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    // Emit sorted by (from, to) without comparing pairs: walk sources and destinations in
+    // name order (pair indices are dense in (si, di)).
+    let mut src_order: Vec<usize> = (0..nsrc).collect();
+    src_order.sort_by(|a, b| req.from[*a].cmp(&req.from[*b]));
+    let mut dst_order: Vec<usize> = (0..ndst).collect();
+    dst_order.sort_by(|a, b| req.to[*a].cmp(&req.to[*b]));
+    let mut out: Vec<PairDetail> = Vec::with_capacity(run.pairs.len());
+    for &si in &src_order {
+        for &di in &dst_order {
+            let Some(p) = index.pair(si, di) else { continue };
+            let p = p as usize;
+            out.push(PairDetail {
+                from: req.from[si].clone(),
+                to: req.to[di].clone(),
+                to_addr: dst_addr[di],
+                reached: run.result[p],
+                reason: run.reason[p].take(),
+                sent: run.sent[p],
+                observed: run.observed[p],
+                attempts: run.attempts[p],
+            });
+        }
+    }
     Ok(ReachDetail {
         proto: req.proto,
         pairs: out,
@@ -336,7 +344,9 @@ async fn wait_round(
 
 fn drain_ready(run: &mut Run, rx: &mut mpsc::UnboundedReceiver<Vec<Ev>>) {
     while let Ok(evs) = rx.try_recv() {
-        evs.into_iter().for_each(|e| run.on(e));
+        for e in evs {
+            run.on(e);
+        }
     }
 }
 
@@ -362,10 +372,12 @@ async fn icmp(
             .map_err(|e| ProbeError::io("open ICMP socket", e))?;
         socks.push(Arc::new(sys::async_fd(fd).map_err(|e| ProbeError::io("register ICMP socket", e))?));
     }
+    let socks = Arc::new(socks);
+    let replies = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Ev>>();
     let mut tasks = Vec::new();
     for (si, s) in socks.iter().enumerate() {
-        let (s, tx, index) = (s.clone(), tx.clone(), index.clone());
+        let (s, tx, index, replies) = (s.clone(), tx.clone(), index.clone(), replies.clone());
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             loop {
@@ -385,6 +397,7 @@ async fn icmp(
                         Err(_) => break,
                     }
                 }
+                replies.fetch_add(evs.len(), Ordering::Relaxed);
                 if !evs.is_empty() && tx.send(evs).is_err() {
                     return;
                 }
@@ -393,44 +406,80 @@ async fn icmp(
     }
     drop(tx);
     let start = Instant::now();
-    let mut pkt = Vec::with_capacity(64);
+    let dst_addr: Arc<Vec<Ipv4Addr>> = Arc::new(dst_addr.to_vec());
+    // The kernel does a probe's whole round trip (veth, bridge, reply) inside the sender's
+    // sendto call, so sending is spread over one task per core.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 4);
     loop {
         let todo = run.start_round();
         if todo.is_empty() {
             break;
         }
         let round = run.round;
-        let mut sent_round = 0usize;
+        let mut parts: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); workers];
         for &p in &todo {
             let (si, di) = run.pairs[p];
-            sys::build_echo(&mut pkt, id, round as u16, &encode_tag(tok, si, di, round));
-            let fd = socks[si].get_ref().as_fd();
-            let mut tries = 0;
-            loop {
-                match sys::send_to(fd, &pkt, dst_addr[di]) {
-                    Ok(_) => {
-                        sent_round += 1;
-                        break;
+            parts[si % workers].push((p, si, di));
+        }
+        let mut senders = Vec::new();
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
+            let (socks, dst_addr, replies) = (socks.clone(), dst_addr.clone(), replies.clone());
+            let max_in_flight = opts.max_in_flight.max(1);
+            senders.push(tokio::spawn(async move {
+                let mut pkt = Vec::with_capacity(64);
+                let mut errors = Vec::new();
+                let mut sent = 0usize;
+                let base = replies.load(Ordering::Relaxed);
+                for (p, si, di) in part {
+                    sys::build_echo(&mut pkt, id, round as u16, &encode_tag(tok, si, di, round));
+                    let fd = socks[si].get_ref().as_fd();
+                    let mut tries = 0;
+                    loop {
+                        match sys::send_to(fd, &pkt, dst_addr[di]) {
+                            Ok(_) => {
+                                sent += 1;
+                                break;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 100 => {
+                                tries += 1;
+                                tokio::task::yield_now().await;
+                            }
+                            Err(e) => {
+                                // e.g. ENETUNREACH when the node has no route: an answer in itself.
+                                errors.push(Ev::Error {
+                                    pair: p as u32,
+                                    attempt: round,
+                                    text: format!("send: {e}"),
+                                });
+                                break;
+                            }
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 100 => {
-                        tries += 1;
+                    // Bound what waits in receive buffers; let the receivers run now and then.
+                    let mut waited = 0;
+                    while sent.saturating_sub(replies.load(Ordering::Relaxed).saturating_sub(base))
+                        >= max_in_flight
+                        && waited < 1000
+                    {
+                        waited += 1;
                         tokio::task::yield_now().await;
-                        drain_ready(run, &mut rx);
                     }
-                    Err(e) => {
-                        // e.g. ENETUNREACH when the node has no route: an answer in itself.
-                        run.on(Ev::Error { pair: p as u32, attempt: round, text: format!("send: {e}") });
-                        break;
+                    if sent % 128 == 0 {
+                        tokio::task::yield_now().await;
                     }
                 }
+                (sent, errors)
+            }));
+        }
+        let mut sent_round = 0usize;
+        for s in senders {
+            let (sent, errors) =
+                s.await.map_err(|e| ProbeError::Invalid(format!("probe sender failed: {e}")))?;
+            sent_round += sent;
+            for e in errors {
+                run.on(e);
             }
-            if sent_round - run.answered.min(sent_round) >= opts.max_in_flight {
-                let until = tokio::time::Instant::now() + round_timeout(opts, round);
-                let target = run.answered + opts.max_in_flight / 2;
-                wait_round(run, &mut rx, target.min(todo.len()), until).await;
-            } else if sent_round % 256 == 0 {
-                drain_ready(run, &mut rx);
-            }
+            drain_ready(run, &mut rx);
         }
         run.probes_sent += sent_round as u64;
         let until = tokio::time::Instant::now() + round_timeout(opts, round);
@@ -712,7 +761,9 @@ async fn tcp(
         // Give listeners a moment to report what they observed.
         let until = tokio::time::Instant::now() + Duration::from_millis(20);
         while let Ok(Some(evs)) = tokio::time::timeout_at(until, rx.recv()).await {
-            evs.into_iter().for_each(|e| run.on(e));
+            for e in evs {
+                run.on(e);
+            }
         }
         run.settle(&todo);
         if deadline_passed(start, opts) {

@@ -3,6 +3,9 @@
 //! `tpr-<lab>.<node>` (fabric `tpr-<lab>`) and removed on drop, also when a test fails.
 //! Not a public API.
 
+// Scripts for `ip -batch` read best as formatted lines pushed in order.
+#![allow(clippy::format_push_string, clippy::format_collect)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;

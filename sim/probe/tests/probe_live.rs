@@ -1,5 +1,7 @@
 //! Live probe tests (root): real namespaces, veths, bridges, nft rules.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -203,9 +205,7 @@ fn converge_measures_a_known_300ms_outage() {
     nft(
         &lab,
         "h2",
-        &format!(
-            "table ip tc {{ set on {{ type ipv4_addr; }}\n chain in {{ type filter hook input priority 0; ip saddr @on drop; }}\n}}\n"
-        ),
+        "table ip tc { set on { type ipv4_addr; }\n chain in { type filter hook input priority 0; ip saddr @on drop; }\n}\n",
     );
     let mut shell = NftShell::new(lab.ns("h2"));
     let on = format!("add element ip tc on {{ {h1} }}");
@@ -305,9 +305,7 @@ fn responders_answer_and_are_stopped_by_pid() {
     }
     // The example binary `responder` is built by `cargo test` next to the test binaries.
     let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/responder");
-    if !exe.exists() {
-        panic!("{} missing: run `cargo test -p topo-probe` (it builds examples)", exe.display());
-    }
+    assert!(exe.exists(), "{} missing: run `cargo test -p topo-probe` (it builds examples)", exe.display());
     let lab = TestLab::nat(&unique_lab("ps"), true).unwrap();
     let state = tempfile_dir();
     let mut opts = ResponderOpts::new(exe);

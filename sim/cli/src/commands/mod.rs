@@ -5,6 +5,7 @@ mod schema;
 mod validate;
 
 pub mod chaos;
+pub mod check;
 pub mod down;
 pub mod exec;
 pub mod gc;
@@ -40,6 +41,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Test(a) => test::run(&a),
         Command::Vtysh(a) => vtysh::run(&a),
         Command::Delayer { args } => chaos::delayer(&args),
+        Command::Check(a) => check::run(&a),
+        Command::Responder { port } => check::responder(port),
         Command::Sim(a) => sim::run(a),
         Command::Snapshot { cmd } => snapshot::run(cmd),
     }
