@@ -88,6 +88,43 @@ fn validate_includes_plan_checks() {
     assert!(stderr.contains(&format!("{file}:")), "{stderr}");
 }
 
+/// Snapshot of `topo validate` on files only the plan rejects (address allocation):
+/// `fixtures/topology/plan-invalid/<name>.yaml` against `<name>.stderr`; `TOPO_BLESS=1` rewrites.
+#[test]
+fn plan_invalid_fixtures_match_their_snapshots() {
+    let dir = root().join("fixtures/topology/plan-invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("plan-invalid fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2);
+    let mut failures = Vec::new();
+    for f in files {
+        let name = f.file_stem().and_then(|s| s.to_str()).expect("name").to_owned();
+        let shown = format!("fixtures/topology/plan-invalid/{name}.yaml");
+        let out = topo(&["validate", &shown]);
+        let stderr = text(&out.stderr);
+        if out.status.code() != Some(3) || !stderr.contains(&format!("error[topo::{name}]")) {
+            failures.push(format!(
+                "{shown}: expected exit 3 and a topo::{name} error, got {:?}:\n{stderr}",
+                out.status
+            ));
+            continue;
+        }
+        let expected_path = f.with_extension("stderr");
+        if std::env::var_os("TOPO_BLESS").is_some() {
+            std::fs::write(&expected_path, &stderr).expect("write snapshot");
+        } else if std::fs::read_to_string(&expected_path).unwrap_or_default() != stderr {
+            failures.push(format!(
+                "{shown}: output differs from {name}.stderr (TOPO_BLESS=1 to update):\n{stderr}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn missing_file_is_invalid_input() {
     let out = topo(&["validate", "does/not/exist.yaml"]);
