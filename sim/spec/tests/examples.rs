@@ -44,3 +44,20 @@ fn documented_topologies_validate() {
     }
     assert!(checked >= 1, "no complete topology found in docs/topology.md");
 }
+
+/// docs/topology.schema.json is `topo schema` output, kept in the repository for editors;
+/// it must match the code (`TOPO_BLESS=1` rewrites it).
+#[test]
+fn committed_schema_is_current() {
+    let path = root().join("docs/topology.schema.json");
+    let current = serde_json::to_string_pretty(&topo_spec::schema::json_schema()).expect("json") + "\n";
+    if std::env::var_os("TOPO_BLESS").is_some() {
+        std::fs::write(&path, &current).expect("write schema");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "docs/topology.schema.json is stale; run TOPO_BLESS=1 cargo test -p topo-spec"
+    );
+}
