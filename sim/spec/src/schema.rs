@@ -1,7 +1,7 @@
 //! JSON Schema (draft 2020-12) of the topology format, for editors (e.g. the YAML language
 //! server: `# yaml-language-server: $schema=topo.schema.json`).
 //!
-//! Built by hand from the same key lists the parser checks ([`crate::parse`]), so the schema
+//! Built by hand from the same key lists the parser checks (`parse.rs`), so the schema
 //! cannot drift from what `topo validate` accepts; a test checks that every key list is
 //! covered. It describes shapes and value patterns; cross-references (unknown nodes,
 //! overlapping subnets, ...) are only checked by `topo validate`.
