@@ -1,6 +1,7 @@
 //! `topo sim FILE [--fault SPEC]... [reach|path A B|nat A B|routes [NODE]] [--json]`: answer
 //! on the model backend — no root, no namespaces.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -230,6 +231,6 @@ fn render_matrix(req: &ReachRequest, m: &ReachMatrix) -> String {
         out.push_str(&t.build().with(Style::rounded()).to_string());
         out.push('\n');
     }
-    out.push_str(&format!("{}/{} pairs reached ({})", m.pairs.len() - failed.len(), m.pairs.len(), m.proto));
+    let _ = write!(out, "{}/{} pairs reached ({})", m.pairs.len() - failed.len(), m.pairs.len(), m.proto);
     out
 }
