@@ -216,7 +216,7 @@ pub fn netem_for(plan: &Plan) -> bool {
 /// Work for one namespace.
 #[derive(Debug, Default)]
 struct NsWork {
-    nft: Option<NsRules>,
+    nft: Option<(NsRules, NsRules)>,
     flush_from: BTreeSet<IpAddr>,
     down: Vec<String>,
     up: Vec<String>,
@@ -234,7 +234,7 @@ fn diff(plan: &Plan, old: &Desired, new: &Desired) -> BTreeMap<String, NsWork> {
         let n = new.nft.get(ns).unwrap_or(&empty);
         if o != n {
             let w = work.entry(ns.clone()).or_default();
-            w.nft = Some(n.clone());
+            w.nft = Some((o.clone(), n.clone()));
             w.flush_from = n.drop_from.difference(&o.drop_from).copied().collect();
         }
     }
@@ -323,8 +323,8 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
     let work: Vec<(String, NsWork)> = diff(plan, old, new).into_iter().collect();
     // Phase 1: rules, links down and up, qdiscs.
     errors.extend(parallel(&work, |ns, w| {
-        if let Some(rules) = &w.nft {
-            nft::apply(rules).map_err(|e| ChaosError::kernel(ns, "nftables batch", e))?;
+        if let Some((old_rules, rules)) = &w.nft {
+            nft::apply(old_rules, rules).map_err(|e| ChaosError::kernel(ns, "nftables batch", e))?;
             if !w.flush_from.is_empty() {
                 let n = conntrack::delete_involving(&w.flush_from)
                     .map_err(|e| ChaosError::kernel(ns, "conntrack delete", e))?;
@@ -458,7 +458,7 @@ pub fn clear(plan: &Plan, state_dir: &Path) -> Result<(), Vec<ChaosError>> {
     spaces.push((plan.fabric.netns.clone(), ()));
     spaces.retain(|(ns, ())| topo_netns::exists(ns));
     errors.extend(parallel(&spaces, |ns, ()| {
-        nft::apply(&NsRules::default()).map_err(|e| ChaosError::kernel(ns, "remove nftables tables", e))
+        nft::remove().map_err(|e| ChaosError::kernel(ns, "remove nftables tables", e))
     }));
     if errors.is_empty() {
         Ok(())
@@ -482,7 +482,163 @@ pub fn gc_lab(lab: &str) {
     }
 }
 
+/// A random partition into 2 or 3 non-empty groups (fewer for tiny labs), reproducible from
+/// `seed` (ChaCha8): the same plan and seed always give the same groups, in plan order.
+pub fn random_partition(plan: &Plan, seed: u64) -> Vec<Vec<String>> {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    if names.len() < 2 {
+        return vec![names];
+    }
+    names.shuffle(&mut rng);
+    let k = rng.gen_range(2..=3usize.min(names.len()));
+    let mut cuts: Vec<usize> = (1..names.len()).collect();
+    cuts.shuffle(&mut rng);
+    let mut cuts: Vec<usize> = cuts.into_iter().take(k - 1).collect();
+    cuts.sort_unstable();
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([names.len()]) {
+        let mut g = names[start..c].to_vec();
+        g.sort_by_key(|n| plan.node_index(n));
+        groups.push(g);
+        start = c;
+    }
+    groups
+}
+
 /// Run the delayer if `args` asks for it (`__delayer ...`); used by the `topo` binary.
 pub fn delayer_main(args: &[String]) -> i32 {
     delayer::main(args)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::many_single_char_names)]
+mod tests {
+    use super::*;
+    use topo_lab::Fault;
+
+    fn plan() -> Plan {
+        let yaml = "name: unit
+networks:
+  lan: {subnet: 10.9.0.0/24}
+nodes:
+  h1: {interfaces: [lan]}
+  h2: {interfaces: [lan]}
+  h3: {interfaces: [lan]}
+  h4: {interfaces: [lan]}
+  a: {}
+  b: {}
+links:
+  - endpoints:
+      - {node: a, address: 10.88.0.0}
+      - {node: b, address: 10.88.0.1}
+    subnet: 10.88.0.0/31
+    impair:
+      a->b: {delay: 20ms, loss: 5%}
+";
+        topo_plan::plan_str("unit.yaml", yaml).expect("valid topology")
+    }
+
+    fn state(plan: &Plan, faults: &[Fault]) -> FaultState {
+        let mut s = FaultState::default();
+        for f in faults {
+            s.apply(plan, f).expect("valid fault");
+        }
+        s
+    }
+
+    #[test]
+    fn random_partition_is_reproducible_and_complete() {
+        let p = plan();
+        for seed in 0..50 {
+            let g = random_partition(&p, seed);
+            assert_eq!(g, random_partition(&p, seed), "seed {seed}");
+            assert!((2..=3).contains(&g.len()), "{g:?}");
+            let mut all: Vec<&String> = g.iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), p.nodes.len(), "every node in exactly one group: {g:?}");
+            assert!(g.iter().all(|x| !x.is_empty()));
+        }
+        let distinct: BTreeSet<Vec<Vec<String>>> = (0..20).map(|s| random_partition(&p, s)).collect();
+        assert!(distinct.len() > 5, "seeds must matter");
+    }
+
+    #[test]
+    fn partition_drops_land_at_the_receiver() {
+        let p = plan();
+        let s = state(&p, &[Fault::Partition { groups: vec![vec!["h1".into(), "h2".into()]] }]);
+        let d = desired(&p, &s, false);
+        let h1 = p.node("h1").unwrap();
+        let h3 = p.node("h3").unwrap();
+        // h1 drops everything from the rest group, including both addresses of a and b's link.
+        let at_h1 = &d.nft[&h1.netns].drop_from;
+        assert!(at_h1.contains(&IpAddr::V4(h3.primary_address().unwrap())));
+        assert!(at_h1.contains(&"10.88.0.0".parse().unwrap()));
+        assert!(!at_h1.contains(&IpAddr::V4(p.node("h2").unwrap().primary_address().unwrap())));
+        // One-way: only the receiver gets a rule.
+        let s = state(&p, &[Fault::Drop { from: vec!["h1".into()], to: vec!["h2".into()] }]);
+        let d = desired(&p, &s, false);
+        assert!(d.nft.contains_key(&p.node("h2").unwrap().netns));
+        assert!(!d.nft.contains_key(&h1.netns));
+    }
+
+    #[test]
+    fn impairments_map_to_the_right_side() {
+        let p = plan();
+        let (a, b) = (p.node("a").unwrap(), p.node("b").unwrap());
+        let l = &p.links[0];
+        // File impairment a->b without netem: loss at b's ingress, delayer in b, nothing on a.
+        let d = desired(&p, &FaultState::default(), false);
+        assert_eq!(d.nft[&b.netns].ingress[&l.b.iface], DevRule::Loss { per_10000: 500 });
+        assert_eq!(d.delayers.len(), 1);
+        assert!(d.delayers.contains_key(&(b.netns.clone(), queue_of(0, true))));
+        assert!(!d.nft.contains_key(&a.netns));
+        // With netem: one qdisc on a's egress.
+        let d = desired(&p, &FaultState::default(), true);
+        assert!(matches!(d.qdiscs.get(&(a.netns.clone(), l.a.iface.clone())), Some(Qdisc::Netem(_))));
+        assert!(d.nft.is_empty() && d.delayers.is_empty());
+        // A runtime rate b->a replaces nothing on a->b and shapes b's egress.
+        let s = state(
+            &p,
+            &[Fault::Impair {
+                a: "a".into(),
+                b: "b".into(),
+                from: Some("b".into()),
+                impairment: Impairment { rate: Some(1_000_000), ..Impairment::default() },
+            }],
+        );
+        let d = desired(&p, &s, false);
+        assert_eq!(d.qdiscs.get(&(b.netns.clone(), l.b.iface.clone())), Some(&Qdisc::Tbf(1_000_000)));
+        // A cut overrides loss on the same device and covers both ends.
+        let s = state(&p, &[Fault::LinkCut { link: LinkRef::P2p { a: "b".into(), b: "a".into() } }]);
+        let d = desired(&p, &s, false);
+        assert_eq!(d.nft[&b.netns].ingress[&l.b.iface], DevRule::Cut);
+        assert_eq!(d.nft[&a.netns].ingress[&l.a.iface], DevRule::Cut);
+    }
+
+    #[test]
+    fn stopped_node_and_lan_link_down() {
+        let p = plan();
+        let s = state(
+            &p,
+            &[
+                Fault::NodeStop { node: "a".into() },
+                Fault::LinkDown { link: LinkRef::Lan { node: "h1".into(), network: "lan".into() } },
+            ],
+        );
+        let d = desired(&p, &s, false);
+        let h1 = p.node("h1").unwrap();
+        assert!(d.down.contains(&(p.node("a").unwrap().netns.clone(), p.links[0].a.iface.clone())));
+        assert!(d.down.contains(&(h1.netns.clone(), h1.interfaces[0].name.clone())));
+        let port = match &h1.interfaces[0].attachment {
+            Attachment::Network { port, .. } => port.clone(),
+            Attachment::Link { .. } => unreachable!(),
+        };
+        assert!(d.down.contains(&(p.fabric.netns.clone(), port)));
+        assert_eq!(d.down.len(), 3);
+    }
 }

@@ -95,7 +95,8 @@ fn node_kill_pause_resume() {
     while proc_state(pid) == Some('T') && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(proc_state(pid), Some('S'), "resumed process sleeps again");
+    let st = proc_state(pid);
+    assert!(matches!(st, Some('S' | 'R')), "resumed process runs or sleeps again, state {st:?}");
     // b's processes are untouched by a's kill.
     assert!(topo_chaos::node_signal(&lab.plan, "b", topo_chaos::NodeSignal::Kill).unwrap().is_empty());
     lab.apply(&Fault::NodeKill { node: "a".into() });

@@ -143,3 +143,27 @@ nodes:
     let blocked = [("r", "h1"), ("r", "h2"), ("h1", "r"), ("h2", "r")];
     assert_eq!(lab.reach_matrix(&nodes), TestLab::all_pairs_except(&nodes, &blocked));
 }
+
+#[test]
+fn enforce_recovers_when_the_kernel_does_not_hold_old() {
+    if !topo_lab::testkit::require_root("chaos::enforce_recovers") {
+        return;
+    }
+    // As after a crash between enforcing and journaling: the kernel already holds the
+    // partition, yet enforce is told it held nothing. The fast path fails (the elements exist)
+    // and the full rebuild takes over.
+    let lab = TestLab::up("cpk", &lan_yaml(3));
+    let nodes = ["h1", "h2", "h3"];
+    let mut parted = topo_lab::FaultState::default();
+    parted.apply(&lab.plan, &g(&[&["h1"], &["h2", "h3"]])).unwrap();
+    let clear = topo_lab::FaultState::default();
+    topo_chaos::enforce(&lab.plan, &lab.state_dir, &clear, &parted).unwrap();
+    topo_chaos::enforce(&lab.plan, &lab.state_dir, &clear, &parted).unwrap();
+    let blocked = [("h1", "h2"), ("h1", "h3"), ("h2", "h1"), ("h3", "h1")];
+    assert_eq!(lab.reach_matrix(&nodes), TestLab::all_pairs_except(&nodes, &blocked));
+    // Healing from a state that claims more than the kernel holds also converges.
+    let mut more = parted.clone();
+    more.apply(&lab.plan, &Fault::Drop { from: vec!["h2".into()], to: vec!["h3".into()] }).unwrap();
+    topo_chaos::enforce(&lab.plan, &lab.state_dir, &more, &clear).unwrap();
+    assert_eq!(lab.reach_matrix(&nodes), TestLab::all_pairs_except(&nodes, &[]));
+}

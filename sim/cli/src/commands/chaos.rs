@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use topo_lab::{Fault, FaultState, Lab, LinkRef};
 use topo_plan::{Attachment, Plan};
 use topo_spec::Impairment;
@@ -236,30 +235,6 @@ fn directed(plan: &Plan, spec: &str) -> Result<Fault, i32> {
     Ok(Fault::Drop { from: sel(plan, from)?, to: sel(plan, to)? })
 }
 
-/// A random partition into 2 or 3 non-empty groups, from `seed`.
-pub fn random_groups(plan: &Plan, seed: u64) -> Vec<Vec<String>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
-    if names.len() < 2 {
-        return vec![names];
-    }
-    names.shuffle(&mut rng);
-    let k = rng.gen_range(2..=3usize.min(names.len()));
-    let mut cuts: Vec<usize> = (1..names.len()).collect();
-    cuts.shuffle(&mut rng);
-    let mut cuts: Vec<usize> = cuts.into_iter().take(k - 1).collect();
-    cuts.sort_unstable();
-    let mut groups = Vec::new();
-    let mut start = 0;
-    for c in cuts.into_iter().chain([names.len()]) {
-        let mut g = names[start..c].to_vec();
-        g.sort_by_key(|n| plan.node_index(n));
-        groups.push(g);
-        start = c;
-    }
-    groups
-}
-
 pub fn partition(args: &PartitionArgs) -> i32 {
     let mut lab = match open(&args.lab) {
         Ok(l) => l,
@@ -271,7 +246,7 @@ pub fn partition(args: &PartitionArgs) -> i32 {
     if args.random {
         let seed = args.seed.unwrap_or_else(|| rand::thread_rng().gen());
         summary = format!("seed {seed}");
-        faults.push(Fault::Partition { groups: random_groups(&plan, seed) });
+        faults.push(Fault::Partition { groups: topo_chaos::random_partition(&plan, seed) });
     } else if !args.groups.is_empty() {
         let mut groups = Vec::new();
         for g in &args.groups {
