@@ -125,3 +125,44 @@ fn ospf_triangle_up_converges_reroutes_and_downs_clean() {
     }
     assert!(!topo_daemons::labs_with_residue().contains(&name));
 }
+
+#[test]
+fn multi_dc_ospf_bfd_fails_over_to_the_long_haul_line() {
+    if !require_root("routing_ospf bfd") || !frr_installed("routing_ospf bfd") {
+        return;
+    }
+    let name = unique_lab("rb");
+    let (plan, source) = plan("multi-dc-ospf.yaml", &name);
+    let t0 = Instant::now();
+    let _guard = Down(name.clone());
+    topo_kernel::up(&plan, &source, &UpOpts::default()).expect("up");
+    let mut lab = KernelLab::open_lab(&name).expect("open");
+    // Converged includes every BFD session being up.
+    lab.wait_converged(Duration::from_secs(30)).expect("converged after up");
+    eprintln!("multi-dc-ospf: up -> converged (BFD up) in {:?}", t0.elapsed());
+    let h = topo_daemons::health(lab.plan(), lab.state_dir());
+    assert!(h.iter().all(|r| r.bfd_up == Some(2) && r.problems.is_empty()), "{h:#?}");
+    // The long-haul line costs 100: dc1 reaches dc3's LAN through dc2.
+    let via = |node: &str, prefix: &str| next_hop(&plan, node, prefix).and_then(|a| owner(&plan, a));
+    assert_eq!(via("dc1-r", "10.3.0.0/24").as_deref(), Some("dc2-r"));
+
+    // Silent cut of dc1-dc2: BFD notices, and dc1 fails over to the long-haul line.
+    let t_cut = Instant::now();
+    lab.apply(&Fault::LinkCut { link: p2p("dc1-r", "dc2-r") }).expect("link cut");
+    let mut moved = None;
+    while t_cut.elapsed() < Duration::from_secs(10) {
+        if via("dc1-r", "10.3.0.0/24").as_deref() == Some("dc3-r") {
+            moved = Some(t_cut.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let moved = moved.expect("dc1 -> dc3 failed over to the long-haul line");
+    eprintln!("silent cut dc1-dc2 with BFD 100 ms x 3: dc1 -> dc3 on the long-haul line after {moved:?}");
+    // Well under the 3 s dead interval, which is what BFD is for (figures: docs/routing.md).
+    assert!(moved < Duration::from_millis(2500), "{moved:?}");
+    lab.wait_converged(Duration::from_secs(15)).expect("converged with the cut");
+    let out =
+        lab.exec("dc1-app-1", &["ping".into(), "-c1".into(), "-W2".into(), "10.2.0.11".into()]).unwrap();
+    assert_eq!(out.code, 0, "dc1 reaches dc2 around the ring: {out:?}");
+}
