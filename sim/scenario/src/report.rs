@@ -192,14 +192,19 @@ pub fn summary_table(run: &RunReport) -> String {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     let total = run.scenarios.len();
-    let ok = run.scenarios.iter().filter(|s| s.outcome == ScenarioOutcome::Passed).count();
-    let na = run.scenarios.iter().filter(|s| s.outcome == ScenarioOutcome::NotApplicable).count();
-    let _ = writeln!(
+    let n = |o: ScenarioOutcome| run.scenarios.iter().filter(|s| s.outcome == o).count();
+    let _ = write!(
         out,
-        "\n{ok} of {total} scenarios passed, {} failed, {na} n/a; seed {}",
-        total - ok - na,
-        run.seed
+        "\n{} of {total} scenarios passed, {} failed, {} with errors, {} n/a",
+        n(ScenarioOutcome::Passed),
+        n(ScenarioOutcome::Failed),
+        n(ScenarioOutcome::Error),
+        n(ScenarioOutcome::NotApplicable)
     );
+    if n(ScenarioOutcome::Interrupted) > 0 {
+        let _ = write!(out, ", {} interrupted", n(ScenarioOutcome::Interrupted));
+    }
+    let _ = writeln!(out, "; seed {}", run.seed);
     for s in &run.scenarios {
         if let Some(p) = s.first_problem() {
             let _ = writeln!(
