@@ -186,11 +186,16 @@ impl FlowState {
         }
     }
 
-    fn done(&self, now: Instant, t0: Instant, quiet: Duration, k: u32) -> bool {
+    fn done(&self, t0: Instant, quiet: Duration, k: u32) -> bool {
         if self.last_loss.is_some() {
             self.stable.is_some()
         } else {
-            now.duration_since(t0) >= quiet && self.consec >= k
+            // Unaffected only once the decided probes (not merely the clock) cover `quiet`.
+            let covered = self
+                .decided
+                .checked_sub(1)
+                .is_some_and(|i| self.sent[i] >= t0 && self.sent[i].duration_since(t0) >= quiet);
+            covered && self.consec >= k
         }
     }
 }
@@ -340,7 +345,7 @@ async fn measure(
                     } else if now.duration_since(started) >= req.timeout {
                         let bad: Vec<String> = req.flows.iter().zip(&flows)
                             .filter(|(_, st)| st.consec < k).map(|(f, _)| f.to_string()).collect();
-                        let _ = tx.send(Err(ProbeError::Invalid(format!(
+                        let _ = tx.send(Err(ProbeError::NotFlowing(format!(
                             "flows {} do not work before the fault (no {k} consecutive replies within {:?})",
                             bad.join(", "), req.timeout))));
                         ready = None;
@@ -348,7 +353,7 @@ async fn measure(
                     }
                 }
                 if let Some((t0, _)) = injected {
-                    if flows.iter().all(|f| f.done(now, t0, req.quiet, k)) || now.duration_since(t0) >= req.timeout {
+                    if flows.iter().all(|f| f.done(t0, req.quiet, k)) || now.duration_since(t0) >= req.timeout {
                         ended = Some(now);
                     }
                 }

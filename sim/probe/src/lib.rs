@@ -53,6 +53,9 @@ pub enum ProbeError {
     Invalid(String),
     #[error("fault injection failed: {0}")]
     Inject(String),
+    /// A convergence flow did not work before the fault: nothing to measure.
+    #[error("{0}")]
+    NotFlowing(String),
 }
 
 impl ProbeError {

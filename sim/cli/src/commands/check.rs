@@ -153,6 +153,7 @@ fn open(lab: &LabOpt) -> Result<topo_kernel::KernelLab, i32> {
 fn probe_fail(e: topo_probe::ProbeError) -> i32 {
     let code = match e {
         topo_probe::ProbeError::UnknownNode(_) | topo_probe::ProbeError::Invalid(_) => exit_code::USAGE,
+        topo_probe::ProbeError::NotFlowing(_) => exit_code::ASSERTION_FAILED,
         _ => exit_code::LAB_ERROR,
     };
     fail(e, code)
