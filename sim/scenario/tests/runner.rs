@@ -582,3 +582,23 @@ fn a_failed_teardown_is_an_error_in_the_report_and_in_junit() {
     assert_eq!((declared, cases, errors), (3, 3, 1), "{xml}");
     assert!(xml.contains("device or resource busy"));
 }
+
+#[test]
+fn nat_is_detected_behind_a_masquerading_router_on_the_model() {
+    let s =
+        load(&root().join("fixtures/scenario/nat-masquerade.yaml"), "natx").unwrap_or_else(|d| panic!("{d}"));
+    let r = run(&s, &ModelBackend);
+    assert_eq!(r.outcome, ScenarioOutcome::Passed, "{:?}", r.first_problem());
+    // Expecting no NAT across the masquerade fails, naming what the receiver saw.
+    let text =
+        std::fs::read_to_string(root().join("fixtures/scenario/nat-masquerade.yaml")).unwrap().replace(
+            "nat_free: {from: client, to: server, expect: false}",
+            "nat_free: {from: client, to: server}",
+        );
+    let s = load_str(&root().join("fixtures/scenario/nat2.yaml"), &text, "natx").unwrap();
+    let r = run(&s, &ModelBackend);
+    let f = r.first_problem().unwrap();
+    assert_eq!(f.outcome, StepOutcome::Fail);
+    let m = f.message.as_deref().unwrap();
+    assert!(m.contains("client -> server: sent from 10.20.0.2, server saw 192.168.50.1"), "{m}");
+}
