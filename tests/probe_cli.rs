@@ -1,0 +1,181 @@
+//! `topo check` end to end through the `topo` binary on kernel labs: the matrix against the
+//! model's expectation (also under a partition, and a failing expectation file), NAT-free
+//! delivery, hop paths with `--via`, and convergence on the OSPF triangle after `link down` and
+//! after a silent `link cut`, with route changes on the timeline. Root only (skips otherwise;
+//! fails under CI=true). The OSPF part also needs FRR.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use topo_lab::testkit::{require_root, unique_lab};
+
+fn topo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_topo"));
+    c.env_remove("TOPO_LOG");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    topo().args(args).stdin(Stdio::null()).output().expect("run topo")
+}
+
+fn show(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn code(args: &[&str]) -> (i32, String) {
+    let out = run(args);
+    (out.status.code().unwrap_or(-1), show(&out))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "topo {args:?} failed ({}):\n{}", out.status, show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Guard(String, std::path::PathBuf);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = run(&["down", &self.0]);
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+/// An example topology under a unique lab name, written to a temp file.
+fn example(file: &str, prefix: &str) -> (String, std::path::PathBuf) {
+    let lab = unique_lab(prefix);
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies").join(file))
+        .expect("example topology");
+    let first = text.lines().find(|l| l.starts_with("name:")).expect("name line").to_owned();
+    let text = text.replacen(&first, &format!("name: {lab}"), 1);
+    let path = std::env::temp_dir().join(format!("{lab}.yaml"));
+    std::fs::write(&path, text).expect("write topology");
+    (lab, path)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
+}
+
+#[test]
+fn check_reach_nat_path_on_static_triangle() {
+    if !require_root("probe_cli::static_triangle") {
+        return;
+    }
+    let (lab, file) = example("triangle.yaml", "pt");
+    let _g = Guard(lab.clone(), file.clone());
+    ok(&["up", file.to_str().expect("utf-8 path")]);
+
+    let out = json(&ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--json"]));
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["pairs"].as_array().map(Vec::len), Some(30));
+    assert!(out["pairs"].as_array().into_iter().flatten().all(|p| p["reached"] == true), "{out}");
+
+    // Under a partition, the model expects the cut pairs to fail and the probes agree.
+    ok(&["partition", "--lab", &lab, "h1,r1"]);
+    let text = ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--deadline", "3s", "--json"]);
+    let part = json(&text);
+    assert_eq!(part["ok"], true, "{part}");
+    let cut = part["pairs"].as_array().into_iter().flatten().filter(|p| p["reached"] == false).count();
+    assert_eq!(cut, 16, "h1,r1 against the other four, both ways: {part}");
+    let expect = std::env::temp_dir().join(format!("{lab}-expect.json"));
+    std::fs::write(&expect, &text).expect("write expectation");
+    ok(&["heal", "--lab", &lab]);
+    // After healing, the partitioned expectation no longer holds: 16 mismatches, exit 1.
+    let (c, out) = code(&[
+        "check",
+        "reach",
+        "--lab",
+        &lab,
+        "--expect",
+        expect.to_str().expect("utf-8"),
+        "--deadline",
+        "1s",
+    ]);
+    let _ = std::fs::remove_file(&expect);
+    assert_eq!(c, 1, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("MISMATCH")).count(), 16, "{out}");
+
+    // UDP with --nat-free: nothing rewrites sources in this lab.
+    ok(&["check", "reach", "--lab", &lab, "--proto", "udp", "--nat-free", "--expect", "auto"]);
+    let nat = json(&ok(&["check", "nat", "--lab", &lab, "h1", "h3", "--json"]));
+    assert_eq!(nat["ok"], true);
+    assert_eq!(nat["sent_src"], nat["observed_src"]);
+
+    let path = json(&ok(&["check", "path", "--lab", &lab, "h1", "h3", "--via", "r1,r3", "--json"]));
+    assert_eq!(path["routers"], serde_json::json!(["r1", "r3"]), "{path}");
+    let (c, out) = code(&["check", "path", "--lab", &lab, "h1", "h3", "--via", "r1,r2,r3"]);
+    assert_eq!(c, 1, "{out}");
+    let (c, out) = code(&["check", "path", "--lab", &lab, "h1", "nosuch"]);
+    assert_eq!(c, 2, "{out}");
+}
+
+#[test]
+fn converge_on_ospf_triangle_link_down_and_silent_cut() {
+    if !require_root("probe_cli::ospf_converge") {
+        return;
+    }
+    if !Path::new("/usr/lib/frr/ospfd").exists() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "FRR is not installed (CI=true)");
+        eprintln!("SKIP probe_cli::ospf_converge: FRR is not installed");
+        return;
+    }
+    let (lab, file) = example("triangle-ospf.yaml", "po");
+    let _g = Guard(lab.clone(), file.clone());
+    ok(&["up", file.to_str().expect("utf-8 path")]);
+    ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--deadline", "10s"]);
+    // h3 -> h1 goes r3 -> r2 -> r1 (r3's side of the r3-r1 link costs 50). Taking r2-r3 down
+    // reroutes it over r3-r1: carrier loss is seen at once, so the outage is short.
+    assert!(path_becomes(&lab, "h3", "h1", &["r3", "r2", "r1"]), "h3->h1 never went via r2");
+    let args = "--flow h3->h1 --flow h2->h1 --fault-is-next --timeout 20s --json";
+    let mut argv = vec!["check", "converge", "--lab", &lab];
+    argv.extend(args.split(' ').filter(|a| *a != "--fault-is-next"));
+    argv.extend(["--fault", "link down r2 r3"]);
+    let rep = json(&ok(&argv));
+    let f = &rep["flows"][0];
+    assert_eq!(f["converged"], true, "{rep}");
+    let outage = f["outage_ms"].as_f64().unwrap_or(0.0);
+    eprintln!("link down r2 r3: h3->h1 outage {outage:.1} ms, stable at {} ms", f["stable_ms"]);
+    assert!(outage < 3000.0, "link down should reroute in well under the dead interval: {rep}");
+    assert_eq!(rep["flows"][1]["lost"], 0, "h2->h1 does not use r2-r3: {rep}");
+    let routes_on_r3 = rep["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["event"] == "route" && e["node"] == "r3")
+        .count();
+    assert!(routes_on_r3 > 0, "r3's routes changed: {rep}");
+    let path = json(&ok(&["check", "path", "--lab", &lab, "h3", "h1", "--json"]));
+    assert_eq!(path["routers"], serde_json::json!(["r3", "r1"]), "{path}");
+    ok(&["link", "up", "--lab", &lab, "r2", "r3"]);
+    ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--deadline", "15s"]);
+    // Wait until traffic is back on r2-r3 before cutting it silently.
+    assert!(path_becomes(&lab, "h3", "h1", &["r3", "r2", "r1"]), "OSPF did not move h3->h1 back to r2-r3");
+    // A silent cut keeps carrier up: only the dead interval (3 s) notices.
+    let mut argv = vec!["check", "converge", "--lab", &lab, "--flow", "h3->h1", "--timeout", "30s", "--json"];
+    argv.extend(["--fault", "link cut r2 r3"]);
+    let rep = json(&ok(&argv));
+    let f = &rep["flows"][0];
+    assert_eq!(f["converged"], true, "{rep}");
+    let outage = f["outage_ms"].as_f64().unwrap_or(0.0);
+    eprintln!("link cut r2 r3: h3->h1 outage {outage:.1} ms, stable at {} ms", f["stable_ms"]);
+    assert!((1500.0..8000.0).contains(&outage), "outage should be about the 3 s dead interval: {rep}");
+}
+
+/// Poll `topo check path` until the routers between `a` and `b` are `want` (OSPF settles a
+/// little after `up` reports convergence), for at most 20 s.
+fn path_becomes(lab: &str, a: &str, b: &str, want: &[&str]) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let p = json(&ok(&["check", "path", "--lab", lab, a, b, "--json"]));
+        if p["routers"] == serde_json::json!(want) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("last path {a}->{b}: {p}");
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
