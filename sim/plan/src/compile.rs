@@ -911,6 +911,7 @@ fn attachment_key(topo: &Topology, att: Att) -> &str {
 
 /// The plan's sysctls for a node, then the user's (which win).
 ///
+/// - Hosts: `net.ipv4.ip_forward=0`, whatever the machine forwards.
 /// - Routers: `net.ipv4.ip_forward=1`, and reverse-path filtering off
 ///   (`net.ipv4.conf.{all,default}.rp_filter=0`): the kernel applies max(all, interface), new
 ///   namespaces inherit the host's value (often strict), and strict mode drops legitimately
@@ -930,6 +931,11 @@ fn sysctls(node: &topo_spec::Node, ifaces: &[IfacePlan]) -> BTreeMap<String, Str
         set("net.ipv4.ip_forward", "1");
         set("net.ipv4.conf.all.rp_filter", "0");
         set("net.ipv4.conf.default.rp_filter", "0");
+    } else {
+        // Said explicitly: new namespaces inherit the machine's IPv4 settings, so on a machine
+        // that forwards (most container hosts) a host would silently route (found by the
+        // differential check, tests/differential.rs).
+        set("net.ipv4.ip_forward", "0");
     }
     if ifaces.iter().any(|i| !i.addresses6.is_empty()) {
         set("net.ipv6.conf.all.accept_dad", "0");
