@@ -1,6 +1,8 @@
 //! The per-namespace nftables rules of the chaos layer, built with nftnl and sent with mnl as
 //! ONE netlink batch (one transaction) per change, so a namespace never sees a half-applied
-//! fault. The batch flushes and refills the chaos tables (see [`build_batch`]).
+//! fault. The batch carries only the difference ([`build_fast`]: deleting costs the kernel an
+//! RCU grace period, adding does not), with a full flush-and-refill ([`build_full`]) as the
+//! fallback when the kernel does not hold the old rules.
 //!
 //! Tables (both named `topo`):
 //! - `inet topo`: chain `input` (hook input, priority -10) drops packets whose source address is
