@@ -1486,3 +1486,41 @@ pub fn fmt_dur(d: Duration) -> String {
         format!("{us}us")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_forms() {
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").unwrap_err().contains("unit is missing"));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("2d").is_err());
+        assert_eq!(parse_percent("2.5%"), Ok(2.5));
+        assert!(parse_percent("2.5").is_err());
+        assert!(parse_percent("101%").is_err());
+        assert_eq!(parse_rate("10mbit"), Ok(10_000_000));
+        assert!(parse_rate("10mbps").is_err());
+        assert_eq!(fmt_dur(Duration::from_millis(500)), "500ms");
+        assert_eq!(fmt_dur(Duration::from_secs(6)), "6s");
+    }
+
+    #[test]
+    fn counter_overrides_keep_offsets_when_narrowing() {
+        let text = "nodes:\n  web-{1..12}: {}\n  db: {}\nlinks: [[web-{1..12}, db]]\n";
+        let out = apply_counter_overrides(text, &[("web-".into(), 3, Span::default())]).unwrap();
+        assert_eq!(out, "nodes:\n  web-{1..3 }: {}\n  db: {}\nlinks: [[web-{1..3 }, db]]\n");
+        assert_eq!(out.len(), text.len());
+        assert_eq!(out.find("db"), text.find("db"));
+        // Widening works too (later offsets shift).
+        let out = apply_counter_overrides("a-{1..2}", &[("a-".into(), 20, Span::default())]).unwrap();
+        assert_eq!(out, "a-{1..20}");
+        // `myweb-` is a different counter than `web-`.
+        let err =
+            apply_counter_overrides("myweb-{1..3}", &[("web-".into(), 2, Span::default())]).unwrap_err();
+        assert!(err.help.unwrap().contains("`myweb-`"));
+    }
+}
