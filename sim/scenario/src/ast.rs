@@ -126,6 +126,8 @@ pub struct ConvergeStep {
     pub max: Option<Duration>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Probe protocol of the streams (ICMP by default).
+    pub proto: Proto,
 }
 
 #[derive(Debug, Clone)]

@@ -1183,7 +1183,21 @@ impl StepParser<'_> {
     }
 
     fn converge(&mut self, v: &Y, span: Span) -> Option<Step> {
-        let m = self.map(v, &["flows", "fault", "max", "interval", "timeout"])?;
+        let m = self.map(v, &["flows", "fault", "max", "interval", "timeout", "proto"])?;
+        let proto = match m.get("proto") {
+            None => Proto::Icmp,
+            Some(Y::Scalar(s)) => match s.s.trim().parse::<Proto>() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.err(Diagnostic::new("topo::bad-value", s.span, e).label("unknown protocol"))?;
+                    return None;
+                }
+            },
+            Some(other) => {
+                self.err(expected(other, "icmp, udp[:PORT] or tcp[:PORT]"))?;
+                return None;
+            }
+        };
         let flows_y = match m.get("flows") {
             Some(y) => y.clone(),
             None => {
@@ -1253,7 +1267,7 @@ impl StepParser<'_> {
                 flows_label.join(","),
                 crate::fault_text::describe(&fault)
             ),
-            kind: StepKind::Converge(ConvergeStep { flows, fault, max, interval, timeout }),
+            kind: StepKind::Converge(ConvergeStep { flows, fault, max, interval, timeout, proto }),
         })
     }
 

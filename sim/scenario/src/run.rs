@@ -694,6 +694,7 @@ impl Runner<'_> {
         let mut req = ConvergeRequest::new(flows);
         req.interval = c.interval;
         req.timeout = c.timeout;
+        req.proto = c.proto;
         let result = self.lab()?.converge(&req, &c.fault);
         let report = match result {
             Ok(r) => r,

@@ -506,12 +506,14 @@ fn parallel_branches_interleave_and_repeat_runs_each_iteration() {
 #[test]
 fn converge_checks_every_flow_against_max_and_applies_the_fault() {
     let s = lan_scenario(
-        "  - converge: {flows: [client->server], fault: node stop observer, max: 500ms}\n  - converge: {flows: [client->server, server->client], fault: {node: {start: observer}}, max: 200ms}\n",
+        "  - converge: {flows: [client->server], fault: node stop observer, max: 500ms, proto: udp}\n  - converge: {flows: [client->server, server->client], fault: {node: {start: observer}}, max: 200ms}\n",
     );
     let b = FakeKernel::default();
     let r = run(&s, &b);
     assert_eq!(r.steps[1].outcome, StepOutcome::Pass);
     assert_eq!(r.steps[1].figures["outage"], "300.0ms");
+    assert_eq!(r.steps[1].data["request"]["proto"]["proto"], "udp");
+    assert_eq!(r.steps[2].data["request"]["proto"]["proto"], "icmp");
     assert_eq!(r.steps[2].outcome, StepOutcome::Fail);
     let m = r.steps[2].message.clone().unwrap();
     assert!(m.contains("client->server: outage 300.0ms exceeds max 200ms"), "{m}");
