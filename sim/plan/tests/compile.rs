@@ -312,6 +312,17 @@ fn macs_are_unique_stable_and_locally_administered() {
     let macs: std::collections::BTreeSet<_> =
         p.nodes.iter().flat_map(|n| n.interfaces.iter().map(|i| i.mac)).collect();
     assert_eq!(macs.len(), 2000);
+    let ports: std::collections::BTreeSet<_> = p
+        .nodes
+        .iter()
+        .flat_map(|n| n.interfaces.iter())
+        .filter_map(|i| match &i.attachment {
+            Attachment::Network { port, .. } => Some(port.clone()),
+            Attachment::Link { .. } => None,
+        })
+        .collect();
+    assert_eq!(ports.len(), 2000, "fabric ports are unique");
+    assert!(ports.iter().all(|p| p.len() <= 15));
     assert!(macs.iter().all(|m| m.0[0] == 0x02));
     // Independent of other nodes: the same node in a different lab file keeps its MAC.
     let mut t2 = topo("lab");

@@ -142,12 +142,17 @@ fn check(t: &Topology, p: &Plan) -> Result<(), TestCaseError> {
     let mut seen4 = HashSet::new();
     let mut seen6 = HashSet::new();
     let mut macs = HashSet::new();
+    let mut ports = HashSet::new();
     for n in &p.nodes {
         let mut names = HashSet::new();
         for i in &n.interfaces {
             prop_assert!(names.insert(i.name.clone()), "duplicate ifname {} on {}", i.name, n.name);
             prop_assert!(i.name.len() <= 15);
             prop_assert!(macs.insert(i.mac), "duplicate MAC {}", i.mac);
+            if let Attachment::Network { port, bridge, .. } = &i.attachment {
+                prop_assert!(port.len() <= 15 && bridge.len() <= 15);
+                prop_assert!(ports.insert(port.clone()), "duplicate fabric port {}", port);
+            }
             for a in &i.addresses {
                 prop_assert!(seen4.insert(a.addr()), "duplicate address {a} ({}/{})", n.name, i.name);
                 let subnet = match &i.attachment {
