@@ -48,6 +48,12 @@ fn loss_pct(lab: &TestLab, from: &str, to: &str, n: u32) -> f64 {
 
 /// Median round-trip time of `n` UDP echoes from `from` to an echo server in `to`.
 fn rtt_ms(lab: &TestLab, from: &str, to: &str, n: usize) -> f64 {
+    let samples = rtt_samples(lab, from, to, n);
+    samples[samples.len() / 2]
+}
+
+/// Sorted round-trip times (ms) of `n` UDP echoes from `from` to an echo server in `to`.
+fn rtt_samples(lab: &TestLab, from: &str, to: &str, n: usize) -> Vec<f64> {
     let srv = lab.udp(to, PORT + 1);
     srv.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     let echo = std::thread::spawn(move || {
@@ -79,7 +85,7 @@ fn rtt_ms(lab: &TestLab, from: &str, to: &str, n: usize) -> f64 {
     echo.join().unwrap();
     assert!(samples.len() * 10 >= n * 9, "too few echoes: {}/{n}", samples.len());
     samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    samples
 }
 
 #[test]
@@ -233,4 +239,75 @@ fn netem_path_when_available() {
     ));
     let added = rtt_ms(&lab, "a", "b", 50) - base;
     assert!((added - 20.0).abs() <= 2.0, "netem added {added} ms");
+}
+
+/// Per-packet one-way arrival order and count of `n` numbered datagrams from `from` to `to`.
+fn arrivals(lab: &TestLab, from: &str, to: &str, n: u32) -> Vec<u32> {
+    let rx = lab.udp(to, PORT + 3);
+    let tx = lab.udp(from, 0);
+    let dst = SocketAddr::from((lab.addr(to), PORT + 3));
+    let counter = std::thread::spawn(move || {
+        rx.set_read_timeout(Some(Duration::from_millis(600))).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(k) = rx.recv(&mut buf) {
+            if k >= 4 {
+                seen.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+        }
+        seen
+    });
+    for i in 0..n {
+        tx.send_to(&i.to_be_bytes(), dst).unwrap();
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    counter.join().unwrap()
+}
+
+#[test]
+fn jitter_duplicate_reorder() {
+    if !topo_lab::testkit::require_root("chaos::jitter_duplicate_reorder") {
+        return;
+    }
+    support::use_test_delayer();
+    let mut lab = TestLab::up("cij", PAIR);
+    // Warm the neighbour caches so ARP does not distort the first samples.
+    assert!(loss_pct(&lab, "a", "b", 20) < 50.0);
+
+    // Jitter: RTT samples spread over delay ± jitter.
+    let base = rtt_ms(&lab, "a", "b", 30);
+    let jit = Impairment {
+        delay: Some(Duration::from_millis(20)),
+        jitter: Some(Duration::from_millis(5)),
+        ..Impairment::default()
+    };
+    lab.apply(&impair(Some("a"), jit));
+    let samples = rtt_samples(&lab, "a", "b", 60);
+    // 10th and 90th percentiles: uniform 20±5 gives 16 and 24; the extremes are left out
+    // because a busy machine delays the odd packet further.
+    let (first, lo, hi) = (samples[0] - base, samples[6] - base, samples[53] - base);
+    eprintln!("jitter 20ms±5ms: added RTT p0 {first:.2} p10 {lo:.2} p90 {hi:.2} ms");
+    assert!(first >= 14.0, "a packet came earlier than delay - jitter: {first}");
+    assert!(lo >= 14.5 && hi <= 26.5, "p10..p90 {lo}..{hi} not within 20±5");
+    assert!(hi - lo >= 4.0, "no visible jitter: p10..p90 {lo}..{hi}");
+
+    // Duplicate 50%: about 1.5 copies arrive per datagram sent.
+    lab.apply(&Fault::ImpairClear { link: None });
+    let dup = Impairment { duplicate: Some(50.0), ..Impairment::default() };
+    lab.apply(&impair(Some("a"), dup));
+    let got = arrivals(&lab, "a", "b", 400);
+    let ratio = got.len() as f64 / 400.0;
+    eprintln!("duplicate 50%: {ratio:.2} datagrams received per datagram sent");
+    assert!((1.35..=1.65).contains(&ratio), "duplicate ratio {ratio}");
+
+    // Reorder 50% with 10 ms delay: the undelayed half overtakes the delayed one.
+    lab.apply(&Fault::ImpairClear { link: None });
+    let reo =
+        Impairment { delay: Some(Duration::from_millis(10)), reorder: Some(50.0), ..Impairment::default() };
+    lab.apply(&impair(Some("a"), reo));
+    let got = arrivals(&lab, "a", "b", 200);
+    let inversions = got.windows(2).filter(|w| w[1] < w[0]).count();
+    eprintln!("reorder 50% delay 10ms: {} received, {inversions} inversions", got.len());
+    assert_eq!(got.len(), 200, "reordering must not lose packets");
+    assert!(inversions >= 20, "too few reordered packets: {inversions}");
 }
