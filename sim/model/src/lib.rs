@@ -10,9 +10,10 @@
 //! (asymmetric paths work).
 //!
 //! **Link layer.** Every LAN network and every point-to-point link is a segment.
-//! - `link down` (or a stopped node) sets the interfaces down: their addresses stop being
-//!   local, their connected routes and every static route through them disappear (the kernel
-//!   flushes routes of a device that goes down).
+//! - `link down` (or a stopped node) sets the interfaces down: their connected routes and
+//!   every static route through them disappear (the kernel flushes routes of a device that
+//!   goes down), but their addresses stay local — the kernel keeps the `local` route, so a
+//!   packet for such an address arriving on another interface is still delivered.
 //! - `link cut` keeps carrier and routes, but every packet sent or received over the cut
 //!   attachment is lost. A p2p impairment with 100 % loss loses every packet in its direction;
 //!   other impairments do not change reachability.
@@ -24,7 +25,7 @@
 //! (metric 20, what FRR's zebra installs). Selection: longest prefix; at equal prefix length
 //! connected beats static/gateway, which beats OSPF (zebra does not install an OSPF route
 //! over a kernel/static route); within one origin the lowest metric, then plan order. A
-//! static route without a metric has metric 0. Addresses of up interfaces and loopbacks are
+//! static route without a metric has metric 0. Interface addresses (up or down) and loopbacks are
 //! local (the whole loopback prefix is local, as on `lo`).
 //!
 //! **Next hop.** The next hop (the gateway, or the destination itself for connected routes)

@@ -75,7 +75,7 @@ pub(crate) struct Net {
     /// Every planned address → its node, whatever the state (used to attribute source
     /// addresses, as the kernel's address-based filters do).
     pub owner: IpMap<usize>,
-    /// Addresses that are currently local to a node (up interfaces and loopbacks).
+    /// Addresses local to a node: every interface address (up or down) and loopbacks.
     pub local: IpMap<usize>,
     /// Directed drops as node-index pairs.
     pub drops: PairSet,
@@ -140,11 +140,12 @@ impl Net {
                 });
                 segs[seg_idx].ifaces.push(gi);
                 node.ifaces.push(gi);
+                // Local even while the interface is down: the kernel keeps the `local` route of
+                // an address on a down device, so it still accepts packets for it arriving on
+                // other interfaces (weak host model; found by the differential check).
                 for a in &ip.addresses {
                     owner.insert(u32::from(a.addr()), ni);
-                    if up {
-                        local.insert(u32::from(a.addr()), ni);
-                    }
+                    local.insert(u32::from(a.addr()), ni);
                 }
             }
             for l in &np.loopbacks {
