@@ -167,3 +167,31 @@ fn enforce_recovers_when_the_kernel_does_not_hold_old() {
     topo_chaos::enforce(&lab.plan, &lab.state_dir, &more, &clear).unwrap();
     assert_eq!(lab.reach_matrix(&nodes), TestLab::all_pairs_except(&nodes, &[]));
 }
+
+#[test]
+fn partition_matches_ipv6_sources() {
+    if !topo_lab::testkit::require_root("chaos::partition_ipv6") {
+        return;
+    }
+    let yaml = "name: NAME
+networks:
+  lan: {subnet: 10.79.0.0/24, subnet6: 'fd00:79::/64'}
+nodes:
+  h1: {interfaces: [lan]}
+  h2: {interfaces: [lan]}
+  h3: {interfaces: [lan]}
+";
+    let mut lab = TestLab::up("cp6", yaml);
+    let v6 = |n: &str| lab.node(n).interfaces[0].addresses6[0].addr().to_string();
+    let (a2, a3) = (v6("h2"), v6("h3"));
+    let ping6 = |lab: &TestLab, from: &str, to: &str| -> bool {
+        (0..3)
+            .any(|_| lab.sh(from, &format!("ping -6 -n -c 1 -W 1 {to} >/dev/null && echo ok")).contains("ok"))
+    };
+    assert!(ping6(&lab, "h1", &a2), "IPv6 works before the partition");
+    lab.apply(&g(&[&["h1"], &["h2", "h3"]]));
+    assert!(!ping6(&lab, "h1", &a2), "IPv6 crosses the partition");
+    assert!(ping6(&lab, "h2", &a3), "IPv6 inside a group works");
+    lab.apply(&Fault::Heal);
+    assert!(ping6(&lab, "h1", &a2), "IPv6 works after heal");
+}
