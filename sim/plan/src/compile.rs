@@ -655,6 +655,22 @@ impl Compiler<'_> {
         let node = &topo.nodes[ni];
         let mut out = Vec::with_capacity(node.routes.len() + 1);
         for r in &node.routes {
+            // The kernel already has this prefix as a connected route with metric 0; adding it
+            // again without a metric fails with EEXIST at `topo up`, so say it now.
+            if r.metric.is_none()
+                && ifaces.iter().any(|i| i.addresses.iter().any(|a| a.trunc() == r.to.trunc()))
+            {
+                self.diags.push(
+                    Diagnostic::new(
+                        "topo::route-to-connected",
+                        r.span,
+                        format!("route to {} duplicates the connected route of node {}", r.to, node.name),
+                    )
+                    .label("this subnet is directly connected")
+                    .help("drop the route (connected subnets are routed already), or give it a `metric`"),
+                );
+                continue;
+            }
             if ifaces.iter().any(|i| i.addresses.iter().any(|a| a.addr() == r.via)) {
                 self.diags.push(
                     Diagnostic::new(

@@ -540,3 +540,21 @@ fn ospf_without_any_address_needs_a_router_id() {
     assert_eq!(diags[0].code, "topo::no-router-id");
     assert_eq!(diags[0].span, Some(sp(60)));
 }
+
+#[test]
+fn route_to_a_connected_subnet_is_reported_unless_it_has_a_metric() {
+    let mut t = topo("lab");
+    t.networks.push(network("a", "10.0.0.0/24"));
+    let mut h = host("h", &["a"]);
+    let mut r = route("10.0.0.0/24", "10.0.0.9");
+    r.span = sp(57);
+    h.routes.push(r);
+    t.nodes.push(h);
+    let diags = topo_plan::compile(&t).expect_err("duplicate of the connected route");
+    assert_eq!(diags[0].code, "topo::route-to-connected");
+    assert_eq!(diags[0].span, Some(sp(57)));
+
+    t.nodes[0].routes[0].metric = Some(100);
+    let p = compile(&t);
+    assert_eq!(p.nodes[0].routes[0].metric, Some(100));
+}
