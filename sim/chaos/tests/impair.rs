@@ -271,8 +271,9 @@ fn jitter_duplicate_reorder() {
     }
     support::use_test_delayer();
     let mut lab = TestLab::up("cij", PAIR);
-    // Warm the neighbour caches so ARP does not distort the first samples.
-    assert!(loss_pct(&lab, "a", "b", 20) < 50.0);
+    // Warm the neighbour caches so ARP does not distort the first samples (packets sent
+    // while ARP is pending may be dropped, so the figure itself means nothing here).
+    let _ = loss_pct(&lab, "a", "b", 20);
 
     // Jitter: RTT samples spread over delay ± jitter.
     let base = rtt_ms(&lab, "a", "b", 30);
