@@ -44,6 +44,7 @@ pub enum Command {
     /// Show the provisioning plan of a topology (names, addresses, MACs, routes, links) without
     /// building anything. Exit 3 when the file is invalid.
     Plan {
+        /// Topology file (YAML).
         file: PathBuf,
         /// Show only this node (with its sysctls and OSPF interfaces).
         #[arg(long, value_name = "NODE")]

@@ -89,13 +89,14 @@ pub fn render_tables(plan: &Plan, only: Option<&NodePlan>) -> String {
         None => plan.nodes.iter().collect(),
     };
     let mut out = String::new();
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let _ = writeln!(
         out,
-        "lab {}: {} nodes, {} networks, {} links (fabric namespace {})\n",
+        "lab {}: {}, {}, {} (fabric namespace {})\n",
         plan.lab,
-        plan.nodes.len(),
-        plan.fabric.bridges.len(),
-        plan.links.len(),
+        count(plan.nodes.len(), "node"),
+        count(plan.fabric.bridges.len(), "network"),
+        count(plan.links.len(), "link"),
         plan.fabric.netns
     );
 
