@@ -39,8 +39,13 @@
 //! default route of their own get `default via <gateway>` ([`RouteOrigin::Gateway`]) through the
 //! first of their networks whose gateway is held by some node.
 //!
-//! **Sysctls**: see [`compile::sysctls`](crate::compile) — forwarding and no rp_filter on routers,
-//! IPv6 off (or DAD off when used), then the user's sysctls override.
+//! **Sysctls**: routers get `net.ipv4.ip_forward=1` and `net.ipv4.conf.{all,default}.rp_filter=0`
+//! (strict reverse-path filtering, often inherited from the host, drops legitimately asymmetric
+//! traffic after a reroute; the backend should set `default` before creating interfaces). Nodes
+//! without IPv6 addresses get `net.ipv6.conf.{all,default}.disable_ipv6=1` (no link-local
+//! addresses, DAD or router solicitations: faster bring-up); nodes with IPv6 get
+//! `accept_dad=0` (the plan guarantees uniqueness) and routers `net.ipv6.conf.all.forwarding=1`.
+//! The user's sysctls override all of these.
 //!
 //! **Hosts file**: one entry per node with its primary address (first interface address, else
 //! first loopback), sorted by name. **Start order**: topological order of `depends_on`, ties in
