@@ -96,7 +96,8 @@ fn loss_is_per_direction_and_measured() {
     let mut lab = TestLab::up("cil", PAIR);
     // Warm the neighbour caches: packets sent while ARP is pending may be dropped.
     let _ = loss_pct(&lab, "a", "b", 5);
-    assert!(loss_pct(&lab, "a", "b", 200) < 1.0, "healthy link loses packets");
+    let healthy = loss_pct(&lab, "a", "b", 200);
+    assert!(healthy < 1.0, "healthy link loses {healthy}% of packets");
     lab.apply(&impair(Some("a"), Impairment { loss: Some(20.0), ..Impairment::default() }));
     let ab = loss_pct(&lab, "a", "b", 2000);
     let ba = loss_pct(&lab, "b", "a", 2000);

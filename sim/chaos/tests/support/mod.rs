@@ -54,6 +54,7 @@ impl TestLab {
         std::fs::create_dir_all(&state_dir).unwrap();
         let lab = TestLab { plan, state_dir, faults: FaultState::default() };
         lab.build();
+        lab.wait_carrier();
         lab
     }
 
@@ -127,6 +128,26 @@ impl TestLab {
                 });
             }
         });
+    }
+
+    /// Wait until every node interface is operationally up: a veth passes nothing until the
+    /// kernel has noticed the carrier (asynchronously), and tests' first packets would be lost.
+    fn wait_carrier(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for n in self.plan.nodes.iter().filter(|n| !n.interfaces.is_empty()) {
+            loop {
+                let out = Command::new("ip").args(["-n", &n.netns, "-br", "link", "show"]).output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                let all_up = text
+                    .lines()
+                    .filter(|l| !l.starts_with("lo "))
+                    .all(|l| l.split_whitespace().nth(1) == Some("UP"));
+                if all_up || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     pub fn node(&self, name: &str) -> &topo_plan::NodePlan {
