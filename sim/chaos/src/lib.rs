@@ -406,9 +406,9 @@ pub fn apply_static_impairments(plan: &Plan, state_dir: &Path) -> Result<(), Cha
     apply_diff(plan, state_dir, &Desired::default(), &desired(plan, &FaultState::default(), netem))
 }
 
-/// Signal every process inside a node (kill, pause, resume). topo's own helpers running there
-/// (the delayer, started as `topo __<name>`) are spared: they emulate the wire, not the host.
-/// Returns the pids signalled.
+/// Signal every process inside a node (kill, pause, resume). topo's delayer running there is
+/// spared: it emulates the wire, not the host. Everything else (daemons, users' programs, probe
+/// responders) gets the signal, as on a real host. Returns the pids signalled.
 pub fn node_signal(plan: &Plan, node: &str, sig: NodeSignal) -> Result<Vec<i32>, ChaosError> {
     let n = plan.node(node).ok_or_else(|| ChaosError::Invalid(format!("unknown node {node}")))?;
     let ns = topo_netns::Netns::open(&n.netns)?;
@@ -421,7 +421,7 @@ pub fn node_signal(plan: &Plan, node: &str, sig: NodeSignal) -> Result<Vec<i32>,
     let me = std::process::id() as i32;
     let mut done = Vec::new();
     for pid in topo_netns::pids_in_netns(inode) {
-        if pid == me || is_topo_helper(pid) {
+        if pid == me || impair::is_delayer(pid) {
             continue;
         }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
@@ -437,14 +437,6 @@ pub fn node_signal(plan: &Plan, node: &str, sig: NodeSignal) -> Result<Vec<i32>,
         }
     }
     Ok(done)
-}
-
-fn is_topo_helper(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-        let mut args = c.split(|b| *b == 0);
-        let _argv0 = args.next();
-        args.next().is_some_and(|a| a.starts_with(b"__"))
-    })
 }
 
 /// Remove the chaos layer's userspace and firewall state from a lab (at down): kill the delayers
