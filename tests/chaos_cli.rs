@@ -113,7 +113,8 @@ fn chaos_commands_end_to_end() {
     assert!(r1.starts_with("seed 42"), "{r1}");
     assert_eq!(r1, r2);
     let j: serde_json::Value =
-        serde_json::from_str(&ok(&["partition", "--lab", &lab, "--random", "--seed", "42", "--json"])).unwrap();
+        serde_json::from_str(&ok(&["partition", "--lab", &lab, "--random", "--seed", "42", "--json"]))
+            .unwrap();
     assert!(j["partition"].as_array().is_some_and(|g| g.len() >= 2), "{j}");
     ok(&["heal", "--lab", &lab]);
 
@@ -130,7 +131,7 @@ fn chaos_commands_end_to_end() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines().find(|l| !l.starts_with("lo ")).map(|l| l.to_owned()).unwrap_or_default()
+        text.lines().find(|l| !l.starts_with("lo ")).map(str::to_owned).unwrap_or_default()
     };
     ok(&["link", "cut", "--lab", &lab, "a", "b"]);
     assert!(ping(&lab, "a", "10.72.0.1").is_none());

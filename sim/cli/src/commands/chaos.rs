@@ -339,7 +339,7 @@ pub fn impair(args: &ImpairArgs) -> i32 {
         Ok(l) => l,
         Err(c) => return c,
     };
-    let f = if args.clear {
+    let fault = if args.clear {
         match (&args.a, &args.b) {
             (Some(a), Some(b)) => Fault::ImpairClear { link: Some((a.clone(), b.clone())) },
             (None, None) => Fault::ImpairClear { link: None },
@@ -351,9 +351,9 @@ pub fn impair(args: &ImpairArgs) -> i32 {
         };
         let from = match &args.dir {
             None => None,
-            Some(d) => match d.split_once("->") {
-                Some((f, t)) if (f == a && t == b) || (f == b && t == a) => Some(f.to_owned()),
-                _ => return fail(format!("--dir {d}: expected {a}->{b} or {b}->{a}"), exit_code::USAGE),
+            Some(dir) => match dir.split_once("->") {
+                Some((src, dst)) if (src == a && dst == b) || (src == b && dst == a) => Some(src.to_owned()),
+                _ => return fail(format!("--dir {dir}: expected {a}->{b} or {b}->{a}"), exit_code::USAGE),
             },
         };
         let impairment = Impairment {
@@ -375,7 +375,7 @@ pub fn impair(args: &ImpairArgs) -> i32 {
         }
         Fault::Impair { a: a.clone(), b: b.clone(), from, impairment }
     };
-    let mut code = apply_and_print(&mut lab, &[f], &args.lab, "");
+    let mut code = apply_and_print(&mut lab, &[fault], &args.lab, "");
     if code == exit_code::OK && !args.lab.json {
         for ((s, r), imp) in &lab.faults().impairments {
             println!("{s}->{r}: {}", describe(imp));
