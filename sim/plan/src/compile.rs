@@ -932,7 +932,10 @@ fn attachment_key(topo: &Topology, att: Att) -> &str {
 ///   (`net.ipv4.conf.{all,default}.rp_filter=0`): the kernel applies max(all, interface), new
 ///   namespaces inherit the host's value (often strict), and strict mode drops legitimately
 ///   asymmetric traffic (ECMP, rerouting after a fault). The backend should set `default` before
-///   it creates interfaces so they inherit it.
+///   it creates interfaces so they inherit it. No ICMP redirects
+///   (`net.ipv4.conf.{all,default}.send_redirects=0`, OR-ed like rp_filter): a host caches a
+///   redirect for minutes, so forwarding would depend on past traffic and survive faults
+///   (found by the differential check).
 /// - No IPv6 address on the node: `net.ipv6.conf.{all,default}.disable_ipv6=1` (no link-local
 ///   addresses, no DAD, no router solicitations: faster bring-up, quieter captures).
 /// - With IPv6: `net.ipv6.conf.{all,default}.accept_dad=0` (addresses usable at once; the plan
@@ -947,6 +950,8 @@ fn sysctls(node: &topo_spec::Node, ifaces: &[IfacePlan]) -> BTreeMap<String, Str
         set("net.ipv4.ip_forward", "1");
         set("net.ipv4.conf.all.rp_filter", "0");
         set("net.ipv4.conf.default.rp_filter", "0");
+        set("net.ipv4.conf.all.send_redirects", "0");
+        set("net.ipv4.conf.default.send_redirects", "0");
     } else {
         // Said explicitly: new namespaces inherit the machine's IPv4 settings, so on a machine
         // that forwards (most container hosts) a host would silently route (found by the

@@ -368,6 +368,7 @@ fn sysctls_routers_forward_ipv6_off_user_wins() {
     let p = compile(&t);
     let r = &p.node("r").expect("r").sysctls;
     assert_eq!(r.get("net.ipv4.ip_forward").map(String::as_str), Some("1"));
+    assert_eq!(r.get("net.ipv4.conf.default.send_redirects").map(String::as_str), Some("0"));
     assert_eq!(r.get("net.ipv4.conf.all.rp_filter").map(String::as_str), Some("2"), "user overrides");
     assert_eq!(r.get("net.ipv6.conf.all.disable_ipv6").map(String::as_str), Some("1"));
     let h = &p.node("h").expect("h").sysctls;
