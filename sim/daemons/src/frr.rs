@@ -43,7 +43,7 @@ const MAX_SOCKET_PATH: usize = 107;
 /// The directories of one router's FRR instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrrPaths {
-    /// FRR pathspace (`vtysh -N <pathspace>`): `topo-<lab>-<node>` with dots replaced.
+    /// FRR pathspace (`vtysh -N <pathspace>`): `topo-<lab>_<node>` with dots replaced.
     pub pathspace: String,
     /// Config files (`/etc/frr/<pathspace>/`).
     pub etc: PathBuf,
@@ -76,15 +76,16 @@ impl FrrPaths {
     }
 }
 
-/// FRR pathspace of a node: `topo-<lab>-<node>`. FRR refuses dots in pathspaces, so dots in node
+/// FRR pathspace of a node: `topo-<lab>_<node>` (lab names can't contain `_`, so two labs never
+/// share a pathspace). FRR refuses dots in pathspaces, so dots in node
 /// names become underscores; should that make two nodes collide, the node index is appended.
 pub fn pathspace(plan: &Plan, node: &str) -> String {
     let clean = |n: &str| n.replace('.', "_");
     let mine = clean(node);
     let collides = plan.nodes.iter().any(|n| n.name != node && clean(&n.name) == mine);
     match (collides, plan.node_index(node)) {
-        (true, Some(i)) => format!("topo-{}-{mine}-{i}", plan.lab),
-        _ => format!("topo-{}-{mine}", plan.lab),
+        (true, Some(i)) => format!("topo-{}_{mine}-{i}", plan.lab),
+        _ => format!("topo-{}_{mine}", plan.lab),
     }
 }
 
@@ -713,11 +714,11 @@ mod tests {
     #[test]
     fn pathspaces_have_no_dots_and_stay_unique() {
         let mut plan = triangle("lab1", true, false);
-        assert_eq!(pathspace(&plan, "r1"), "topo-lab1-r1");
+        assert_eq!(pathspace(&plan, "r1"), "topo-lab1_r1");
         plan.nodes[0].name = "a.b".into();
         plan.nodes[1].name = "a_b".into();
-        assert_eq!(pathspace(&plan, "a.b"), "topo-lab1-a_b-0");
-        assert_eq!(pathspace(&plan, "a_b"), "topo-lab1-a_b-1");
+        assert_eq!(pathspace(&plan, "a.b"), "topo-lab1_a_b-0");
+        assert_eq!(pathspace(&plan, "a_b"), "topo-lab1_a_b-1");
     }
 
     #[test]
@@ -725,7 +726,7 @@ mod tests {
         let plan = triangle("lab1", true, false);
         assert_eq!(
             exec_argv(&plan, "r2", &argv(&["vtysh", "-c", "show ip route"])),
-            argv(&["vtysh", "-N", "topo-lab1-r2", "-c", "show ip route"])
+            argv(&["vtysh", "-N", "topo-lab1_r2", "-c", "show ip route"])
         );
         // An explicit choice, other programs and nodes without FRR are left alone.
         let explicit = argv(&["/usr/bin/vtysh", "-N", "other"]);

@@ -1,6 +1,7 @@
 //! `topo vtysh [--lab L] NODE [-c CMD]... [-- VTYSH-ARGS...]`: FRR's vtysh on one router's own
 //! daemons. Every router runs its FRR instance in a separate pathspace (`vtysh -N
-//! topo-<lab>-<node>`); this picks the right one. `topo exec NODE vtysh ...` does the same.
+//! topo-<lab>_<node>`); this picks the right one. The long form is
+//! `topo exec NODE vtysh -N <pathspace> ...`.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -28,13 +29,16 @@ pub fn run(args: &VtyshArgs) -> i32 {
     if let Err(code) = crate::commands::up::need_root("vtysh") {
         return code;
     }
-    let lab = match topo_kernel::resolve_lab(args.lab.as_deref()).and_then(|l| topo_kernel::KernelLab::open_lab(&l)) {
+    let lab = match topo_kernel::resolve_lab(args.lab.as_deref())
+        .and_then(|l| topo_kernel::KernelLab::open_lab(&l))
+    {
         Ok(l) => l,
         Err(e) => return crate::commands::up::fail(&e),
     };
     let plan = lab.plan();
     let Some(node) = plan.node(&args.node) else {
-        let names: Vec<&str> = plan.nodes.iter().filter(|n| n.routing.is_some()).map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> =
+            plan.nodes.iter().filter(|n| n.routing.is_some()).map(|n| n.name.as_str()).collect();
         eprintln!("error: lab {} has no node {:?} (routers: {})", lab.name(), args.node, names.join(", "));
         return exit_code::USAGE;
     };
