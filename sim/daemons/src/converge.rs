@@ -214,7 +214,12 @@ fn router_names(plan: &Plan) -> BTreeMap<Ipv4Addr, String> {
 }
 
 /// Poll until every checked router matches its expectation, or fail after `timeout`.
-pub(crate) fn wait(plan: &Plan, faults: &FaultState, timeout: Duration) -> Result<(), DaemonError> {
+pub(crate) fn wait(
+    plan: &Plan,
+    faults: &FaultState,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), DaemonError> {
     let exp: Vec<RouterExpect> = expectations(plan, faults).into_iter().filter(|r| r.checked).collect();
     if exp.is_empty() {
         return Ok(());
@@ -227,6 +232,9 @@ pub(crate) fn wait(plan: &Plan, faults: &FaultState, timeout: Duration) -> Resul
     let start = Instant::now();
     let deadline = start + timeout;
     loop {
+        if cancelled() {
+            return Err(DaemonError::Cancelled);
+        }
         let mut report: Vec<(String, Vec<String>)> = Vec::new();
         for (r, p) in exp.iter().zip(&paths) {
             let found = problems(r, &observe(p, r), &names);
@@ -462,6 +470,15 @@ mod tests {
             )),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn cancellation_stops_the_wait_at_once() {
+        let plan = triangle("t", true, false);
+        let t0 = std::time::Instant::now();
+        let r = wait(&plan, &FaultState::default(), Duration::from_secs(30), &|| true);
+        assert!(matches!(r, Err(DaemonError::Cancelled)), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum DaemonError {
     Stop { node: String, daemon: String, pid: i32 },
     #[error("routing did not converge within {}:\n{detail}", fmt_secs(*timeout))]
     NotConverged { timeout: Duration, detail: String },
+    #[error("waiting for routing to converge was cancelled")]
+    Cancelled,
     #[error("lab state: {0}")]
     State(String),
     #[error(transparent)]
@@ -87,7 +89,20 @@ pub fn wait_converged(plan: &Plan, state_dir: &Path, timeout: Duration) -> Resul
 
 /// [`wait_converged`] with an explicit fault state (the kernel lab passes the one it holds).
 pub fn wait_converged_with(plan: &Plan, faults: &FaultState, timeout: Duration) -> Result<(), DaemonError> {
-    converge::wait(plan, faults, timeout)
+    converge::wait(plan, faults, timeout, &|| false)
+}
+
+/// [`wait_converged`] that gives up early with [`DaemonError::Cancelled`] as soon as `cancelled`
+/// returns true (checked every poll, i.e. every ~20 ms): for `up`, which must stay responsive
+/// to Ctrl-C during a wait of up to [`default_converge_timeout`].
+pub fn wait_converged_cancellable(
+    plan: &Plan,
+    state_dir: &Path,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), DaemonError> {
+    let faults = read_faults(state_dir)?;
+    converge::wait(plan, &faults, timeout, cancelled)
 }
 
 /// The lab's current fault state, or none when `faults.json` doesn't exist.
