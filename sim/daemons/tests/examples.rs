@@ -2,6 +2,7 @@
 //! passes FRR's dry run, and the OSPF triangle converges on real FRR (lab built with `ip`,
 //! independent of the kernel backend).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -110,4 +111,46 @@ fn triangle_ospf_example_converges_on_real_frr() {
     let h = topo_daemons::health(&lab.plan, &lab.state_dir);
     assert!(h.iter().all(|r| r.problems.is_empty()), "{h:#?}");
     eprintln!("{}", h.iter().map(topo_daemons::DaemonHealth::summary).collect::<Vec<_>>().join("\n"));
+}
+
+/// Four routers on one LAN: DR and BDR election, and two DROthers that stay 2-Way with each
+/// other by design; convergence must accept that and still see every loopback.
+#[test]
+fn four_routers_on_a_lan_converge() {
+    if !require_root("ospf lan") || !Path::new("/usr/lib/frr/ospfd").exists() {
+        return;
+    }
+    let mut yaml = String::from("name: x\nnetworks:\n  core: {subnet: 10.9.0.0/24}\nnodes:\n");
+    for i in 1..=4 {
+        let _ = write!(
+            yaml,
+            "  r{i}:\n    kind: router\n    interfaces: [core]\n    loopback: [192.168.254.{i}]\n    \
+             routing: {{ospf: {{hello_interval: 1, dead_interval: 3, fast: true}}}}\n"
+        );
+    }
+    let mut topo = topo_spec::parse_str("lan.yaml", &yaml).unwrap_or_else(|d| panic!("{d}"));
+    unique_lab("fl").clone_into(&mut topo.name);
+    let plan = topo_plan::compile(&topo).unwrap_or_else(|d| panic!("{d:?}"));
+    let lab = TestLab::build(plan).expect("build lab");
+    let t0 = Instant::now();
+    lab.start_daemons().expect("start FRR");
+    topo_daemons::wait_converged_with(&lab.plan, &FaultState::default(), Duration::from_secs(30))
+        .expect("LAN converges");
+    eprintln!("4 routers on a LAN (hello 1/dead 3): start -> converged in {:?}", t0.elapsed());
+    for r in ["r1", "r2", "r3", "r4"] {
+        for i in 1..=4 {
+            let lo = format!("192.168.254.{i}/32");
+            if format!("r{i}") != r {
+                assert!(lab.route(r, &lo).is_some(), "{r} has no route to {lo}");
+            }
+        }
+    }
+    // At least one pair of routers is 2-Way (the two DROthers), and that was accepted.
+    let mut states = String::new();
+    for r in ["r1", "r2", "r3", "r4"] {
+        let ps = topo_daemons::pathspace(&lab.plan, r);
+        let out = Command::new("vtysh").args(["-N", &ps, "-c", "show ip ospf neighbor"]).output().unwrap();
+        states.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(states.contains("2-Way"), "{states}");
 }
