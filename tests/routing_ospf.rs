@@ -85,6 +85,20 @@ fn ospf_triangle_up_converges_reroutes_and_downs_clean() {
         .exec("r1", &["vtysh".into(), "-N".into(), ps, "-c".into(), "show ip ospf neighbor".into()])
         .unwrap();
     assert!(out.stdout.contains("192.168.255.2") && out.stdout.contains("192.168.255.3"), "{out:?}");
+    // The `topo vtysh` shortcut picks the pathspace itself.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(["vtysh", "--lab", &name, "r2", "-c", "show ip ospf neighbor", "-c", "show ip route ospf"])
+        .output()
+        .expect("run topo vtysh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("192.168.255.1") && text.contains("192.168.255.3/32"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(["vtysh", "--lab", &name, "h1", "-c", "show version"])
+        .output()
+        .expect("run topo vtysh");
+    assert_eq!(out.status.code(), Some(2), "a host runs no FRR");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs no FRR daemons"));
     assert_eq!(owner(&plan, next_hop(&plan, "r1", "192.168.255.2/32").unwrap()).as_deref(), Some("r2"));
 
     // Carrier loss on r1-r2: r1 reaches r2's loopback through r3, and the hosts still talk.
