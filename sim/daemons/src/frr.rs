@@ -197,32 +197,39 @@ pub fn start_node(plan: &Plan, node: &str, state_dir: &Path) -> Result<Vec<Start
     let uts = state_dir.join("uts").join(node);
     let uts = uts.exists().then_some(uts);
     let mut started: Vec<StartedProcess> = Vec::new();
-    for d in daemons {
-        let res = spawn_daemon(n, &paths, &netns, uts.as_deref(), d).and_then(|pid| {
+    let res = (|| -> Result<(), DaemonError> {
+        for d in daemons {
+            let pid = spawn_daemon(n, &paths, &netns, uts.as_deref(), d)?;
             let p = StartedProcess { pid, node: node.to_owned(), daemon: d.to_owned() };
+            started.push(p.clone());
             record_pid(state_dir, &paths, &p)?;
-            Ok(p)
-        });
-        match res {
-            Ok(p) => started.push(p),
-            Err(e) => {
-                // Leave nothing half-started behind; the caller reports `e`.
-                let _ = stop_pids(&started.iter().map(|p| (p.clone(), paths.clone())).collect::<Vec<_>>());
-                for p in &started {
-                    let _ = fs::remove_file(state_dir.join("pids").join(p.pid.to_string()));
-                }
-                return Err(e);
+            if d == "zebra" {
+                wait_for_file(&paths.run.join("zserv.api"), Duration::from_secs(5)).map_err(|()| {
+                    DaemonError::Start {
+                        node: node.to_owned(),
+                        daemon: "zebra".into(),
+                        detail: format!("zserv.api did not appear in {}", paths.run.display()),
+                    }
+                })?;
             }
         }
-        if d == "zebra" {
-            wait_for_file(&paths.run.join("zserv.api"), Duration::from_secs(5)).map_err(|()| {
-                DaemonError::Start {
-                    node: node.to_owned(),
-                    daemon: "zebra".into(),
-                    detail: format!("zserv.api did not appear in {}", paths.run.display()),
-                }
-            })?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        // Leave nothing half-started behind (also a daemon whose pid we never learned); the
+        // caller reports `e`.
+        let mut procs: Vec<(StartedProcess, FrrPaths)> =
+            started.iter().map(|p| (p.clone(), paths.clone())).collect();
+        for (daemon, pid) in live_daemons(&paths) {
+            if !procs.iter().any(|(p, _)| p.pid == pid) {
+                procs.push((StartedProcess { pid, node: node.to_owned(), daemon }, paths.clone()));
+            }
         }
+        let _ = stop_pids(&procs);
+        for (p, _) in &procs {
+            let _ = fs::remove_file(state_dir.join("pids").join(p.pid.to_string()));
+        }
+        return Err(e);
     }
     tracing::debug!(node, pathspace = %paths.pathspace, "FRR started");
     Ok(started)
