@@ -441,28 +441,59 @@ fn seed_line(seed: &[u8; 32]) -> String {
     s
 }
 
-/// Replay a kept case: `fixtures/differential/<name>.yaml` is the topology (its `name:` is
-/// replaced) with the faults as `# fault: ...` comment lines.
-fn replay(fixture: &str) {
-    if !require_root(fixture) {
-        return;
-    }
+/// A kept case: `fixtures/differential/<name>.yaml` is the topology (its `name:` is replaced)
+/// with the faults as `# fault: ...` comment lines. `sysctls` (a YAML flow mapping) is added to
+/// every node, to undo a fix and show the fixture still catches the bug.
+fn fixture_case(fixture: &str, sysctls: Option<&str>) -> Case {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/differential").join(format!("{fixture}.yaml"));
     let text = std::fs::read_to_string(&path).expect("fixture");
     let faults: Vec<String> =
         text.lines().filter_map(|l| l.strip_prefix("# fault: ")).map(str::to_owned).collect();
-    let yaml: String = text
-        .lines()
-        .map(|l| if l.starts_with("name:") { format!("name: {LAB_PLACEHOLDER}\n") } else { format!("{l}\n") })
-        .collect();
+    let mut in_nodes = false;
+    let mut yaml = String::new();
+    for l in text.lines() {
+        if !l.starts_with(' ') {
+            in_nodes = l == "nodes:";
+        }
+        if l.starts_with("name:") {
+            let _ = writeln!(yaml, "name: {LAB_PLACEHOLDER}");
+            continue;
+        }
+        let _ = writeln!(yaml, "{l}");
+        let node_line = in_nodes && l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':');
+        if let (true, Some(sc)) = (node_line, sysctls) {
+            let _ = writeln!(yaml, "    sysctls: {sc}");
+        }
+    }
     let ospf = yaml.contains("ospf");
-    if ospf && !frr_installed() {
+    Case { yaml, faults, ospf }
+}
+
+fn replay(fixture: &str) {
+    if !require_root(fixture) {
         return;
     }
-    if let Err(report) = run_case(&Case { yaml, faults, ospf }) {
+    let case = fixture_case(fixture, None);
+    if case.ospf && !frr_installed() {
+        return;
+    }
+    if let Err(report) = run_case(&case) {
         panic!("{fixture}: {report}");
     }
+}
+
+/// With the fix undone through user sysctls (they override the plan's), the fixture must
+/// disagree again, on the pair that showed the bug. Works for kernel behaviour the model does
+/// not read from the plan (redirects); a sysctl the model reads (ip_forward) moves both.
+fn replay_unfixed(fixture: &str, sysctls: &str, pair: &str) {
+    if !require_root(fixture) {
+        return;
+    }
+    let case = fixture_case(fixture, Some(sysctls));
+    assert!(case.yaml.contains("sysctls"), "{}", case.yaml);
+    let report = run_case(&case).expect_err("with the fix undone the kernel must disagree");
+    assert!(report.contains(pair), "{report}");
 }
 
 #[test]
@@ -564,4 +595,10 @@ fn find_regression_seeds() {
 #[test]
 fn fixture_no_icmp_redirects() {
     replay("no-icmp-redirects");
+}
+
+#[test]
+fn fixture_no_icmp_redirects_detects_redirects() {
+    let on = r#"{net.ipv4.conf.all.send_redirects: "1", net.ipv4.conf.default.send_redirects: "1"}"#;
+    replay_unfixed("no-icmp-redirects", on, "icmp h3 -> h1");
 }
