@@ -7,7 +7,8 @@
 //!
 //! **Nodes** are Linux hosts. A node *forwards* only when its plan sets
 //! `net.ipv4.ip_forward = 1` (routers do, hosts don't). Reverse-path filtering is assumed off
-//! (asymmetric paths work).
+//! (asymmetric paths work), and so are ICMP redirects (the plan turns them off on routers), so
+//! forwarding depends on the tables only, never on past traffic.
 //!
 //! **Link layer.** Every LAN network and every point-to-point link is a segment.
 //! - `link down` (or a stopped node) sets the interfaces down: their connected routes and
