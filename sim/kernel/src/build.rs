@@ -157,14 +157,15 @@ fn check_plan(plan: &Plan) -> Result<(), KernelError> {
 struct NodeNs {
     /// Keeps the namespace open (and gives veth creation a target fd).
     fd: OwnedFd,
-    /// A netlink socket inside the namespace.
-    sock: OwnedFd,
+    /// A netlink socket inside the namespace (taken by the connection that uses it).
+    sock: Option<OwnedFd>,
     /// Sysctls that name interfaces, written once the interfaces exist.
     deferred: Vec<(String, String)>,
 }
 
 fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     interrupt::check()?;
+    netlink::raise_fd_limit();
     for d in [sd.uts_dir(), sd.nodes_dir(), sd.pids_dir()] {
         fs::create_dir_all(&d).map_err(|e| KernelError::io(format!("create {}", d.display()), e))?;
     }
@@ -177,6 +178,8 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     }
     journal.record(&entries)?;
 
+    let t = Instant::now();
+    let lap = |what: &str| tracing::debug!(lab = %plan.lab, phase = what, ms = t.elapsed().as_secs_f64() * 1e3, "up");
     progress(opts, Progress::Phase { name: "namespaces", total: plan.nodes.len() as u64 + 1 });
     let fabric = topo_netns::Netns::create(&plan.fabric.netns)?;
     let fabric_sock = fabric
@@ -189,13 +192,15 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
         })?
         .map_err(|e| KernelError::io(format!("netlink socket in {}", plan.fabric.netns), e))?;
     progress(opts, Progress::Advance(1));
-    let nodes = create_node_namespaces(plan, sd, opts)?;
+    let mut nodes = create_node_namespaces(plan, sd, opts)?;
+    lap("namespaces");
     interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "links", total: (plan.nodes.len() + plan.links.len()) as u64 });
     let rt = netlink::runtime()?;
-    rt.block_on(wire(plan, &plan.fabric.netns, fabric_sock, &nodes, opts))?;
+    rt.block_on(wire(plan, &plan.fabric.netns, fabric_sock, &mut nodes, opts))?;
     drop(rt);
+    lap("netlink");
     interrupt::check()?;
 
     // Sysctls that name interfaces (user-given, e.g. net.ipv4.conf.eth0.*).
@@ -212,11 +217,13 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
         .collect();
     journal.record(&etc)?;
     write_etc_files(plan)?;
+    lap("files");
     progress(opts, Progress::Advance(plan.nodes.len() as u64));
     interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "services", total: plan.start_order.len() as u64 });
     crate::hooks::start(plan, &sd.dir, opts)?;
+    lap("services");
     interrupt::check()?;
     Ok(())
 }
@@ -335,7 +342,7 @@ fn create_node_ns(node: &NodePlan, uts_path: &Path) -> Result<NodeNs, KernelErro
     nix::unistd::sethostname(&node.hostname).map_err(|e| uts_err("sethostname", nix_io(e)))?;
     mount(Some("/proc/thread-self/ns/uts"), uts_path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| uts_err("bind mount", nix_io(e)))?;
-    Ok(NodeNs { fd, sock, deferred })
+    Ok(NodeNs { fd, sock: Some(sock), deferred })
 }
 
 fn node_ifindex(k: usize) -> u32 {
@@ -348,7 +355,7 @@ async fn wire(
     plan: &Plan,
     fabric_ns: &str,
     fabric_sock: OwnedFd,
-    nodes: &[NodeNs],
+    nodes: &mut [NodeNs],
     opts: &UpOpts,
 ) -> Result<(), KernelError> {
     let mut fabric = Conn::new(fabric_ns, fabric_sock)
@@ -433,8 +440,8 @@ async fn wire(
     let mut futs = Vec::new();
     // The connections must outlive the requests: dropping the last handle ends a connection.
     let mut conns = Vec::with_capacity(nodes.len());
-    for (node, ns) in plan.nodes.iter().zip(nodes) {
-        let fd = ns.sock.try_clone().map_err(|e| KernelError::io("dup netlink socket", e))?;
+    for (node, ns) in plan.nodes.iter().zip(nodes.iter_mut()) {
+        let fd = ns.sock.take().ok_or_else(|| KernelError::Backend("netlink socket used twice".into()))?;
         let mut c = Conn::new(&node.netns, fd)
             .map_err(|e| KernelError::io(format!("netlink in {}", node.netns), e))?;
         for (what, msg, flags) in node_messages(node)? {

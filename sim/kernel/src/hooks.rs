@@ -8,10 +8,12 @@ use topo_plan::Plan;
 
 use crate::{KernelError, UpOpts};
 
-/// After the network is built: daemons in start order, the file's static impairments, and
-/// (when asked for) probe responders.
+/// After the network is built: the file's masquerade rules, daemons in start order, the file's
+/// static impairments, and (when asked for) probe responders.
 pub(crate) fn start(plan: &Plan, state_dir: &Path, opts: &UpOpts) -> Result<(), KernelError> {
     let component = |component: &'static str| move |e: String| KernelError::Component { component, msg: e };
+    // Source NAT before any daemon or probe sends: conntrack translates only new connections.
+    topo_chaos::nat::apply(plan).map_err(|e| component("nat")(e.to_string()))?;
     for &i in &plan.start_order {
         let Some(node) = plan.nodes.get(i) else { continue };
         crate::interrupt::check()?;

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{
@@ -25,8 +25,22 @@ pub const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 /// has entered the namespace.
 pub fn socket_here() -> io::Result<OwnedFd> {
     let s = Socket::new(NETLINK_ROUTE)?;
-    // Room for many pipelined acknowledgements.
+    // Thousands of requests may be in flight on one socket: acknowledgements without the echoed
+    // request (NETLINK_CAP_ACK), and a receive buffer beyond rmem_max (root may force it), so
+    // none is dropped while the requests are still being written.
+    let _ = s.set_cap_ack(true);
     let _ = s.set_rx_buf_sz(4 << 20);
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on a valid fd with a pointer to a c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     // SAFETY: into_raw_fd hands over ownership of a valid, open fd.
     Ok(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
 }
@@ -141,4 +155,17 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, KernelError> {
         .enable_time()
         .build()
         .map_err(|e| KernelError::io("start the netlink runtime", e))
+}
+
+/// Raise the soft limit on open files to the hard limit: a lab holds a namespace fd and a
+/// netlink socket per node while it is built.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+        }
+    }
 }

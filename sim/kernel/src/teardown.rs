@@ -165,6 +165,9 @@ fn wait_gone(pids: &[i32], limit: Duration, still: &dyn Fn(&[i32]) -> Vec<i32>) 
 /// Used by `down`, by the rollback of `up`, and by `gc`. Returns every error met.
 pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownReport) -> Vec<String> {
     let lab = sd.lab.as_str();
+    let t = Instant::now();
+    let lap =
+        |what: &str| tracing::debug!(lab, phase = what, ms = t.elapsed().as_secs_f64() * 1e3, "teardown");
     let mut errors = Vec::new();
     let journal = match sd.read_journal() {
         Ok(j) => j,
@@ -200,17 +203,20 @@ pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownRepo
     // Processes first: a namespace with a process in it outlives its name.
     let inodes = netns_inodes(&netns);
     report.processes_killed += kill_in(&inodes, &mut errors);
+    lap("processes");
     for n in &netns {
         match topo_netns::delete(n) {
             Ok(()) => report.namespaces += 1,
             Err(e) => errors.push(e.to_string()),
         }
     }
+    lap("namespaces");
     for p in &uts {
         if let Err(e) = topo_netns::remove_ns_file(p) {
             errors.push(format!("remove UTS namespace {}: {e}", p.display()));
         }
     }
+    lap("uts");
     for d in &etc {
         match fs::remove_dir_all(d) {
             Ok(()) => {}
@@ -218,11 +224,13 @@ pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownRepo
             Err(e) => errors.push(format!("remove {}: {e}", d.display())),
         }
     }
+    lap("etc");
     match fs::remove_dir_all(&sd.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => errors.push(format!("remove {}: {e}", sd.dir.display())),
     }
+    lap("state");
     errors
 }
 
