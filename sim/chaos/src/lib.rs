@@ -12,6 +12,7 @@
 pub mod conntrack;
 pub mod delayer;
 pub mod impair;
+pub mod nat;
 pub mod nft;
 pub mod nl;
 pub mod rtnl;
