@@ -62,6 +62,9 @@ pub fn raw_icmp_socket() -> io::Result<OwnedFd> {
     // A set bit filters that type out.
     let mask: u32 = !((1 << 0) | (1 << 3) | (1 << 11));
     setsockopt(fd.as_fd_b(), SOL_RAW, ICMP_FILTER, &mask)?;
+    // Don't-fragment: small probes never need fragmenting, and DF lets the kernel skip the
+    // shared IP-ID generator (about a tenth of the per-probe cost in a profile).
+    setsockopt(fd.as_fd_b(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &libc::IP_PMTUDISC_DO)?;
     set_rcvbuf(fd.as_fd_b(), PROBE_RCVBUF);
     Ok(fd)
 }
