@@ -404,3 +404,35 @@ fn sigkill_during_up_then_gc_leaves_nothing() {
     eprintln!("SIGKILL runs: {mid_way} killed during up, {finished} after it finished (full up {full:?})");
     assert!(mid_way >= 10, "too few kills landed during up ({mid_way})");
 }
+
+#[test]
+fn ctrl_c_during_up_rolls_back() {
+    if !require_root("kernel_lab::ctrl_c_during_up_rolls_back") {
+        return;
+    }
+    let lab = unique_lab("ci");
+    let path = lan_file(&lab, 150);
+    let _g = Guard(lab.clone());
+    let mut child = topo()
+        .args(["up", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt once building has started (the journal exists).
+    let journal = Path::new("/run/topo").join(&lab).join("journal");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !journal.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    if status.success() {
+        // It finished before the signal: nothing to roll back; take it down.
+        ok(&["down", &lab]);
+    } else {
+        assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
+    }
+    assert_eq!(residue(&lab), Vec::<String>::new());
+}

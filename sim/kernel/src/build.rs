@@ -197,10 +197,25 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "links", total: (plan.nodes.len() + plan.links.len()) as u64 });
-    let rt = netlink::runtime()?;
-    rt.block_on(wire(plan, &plan.fabric.netns, fabric_sock, &mut nodes, opts))?;
-    drop(rt);
-    lap("netlink");
+    // The /etc/netns files are independent of the links: write them on another thread meanwhile
+    // (recorded in the journal first, like everything else).
+    let etc: Vec<JournalEntry> = plan
+        .nodes
+        .iter()
+        .map(|n| JournalEntry::Etc { path: Path::new(topo_netns::ETC_NETNS_DIR).join(&n.netns) })
+        .collect();
+    journal.record(&etc)?;
+    let (wired, files) = std::thread::scope(|s| {
+        let files = s.spawn(|| write_etc_files(plan));
+        let wired = netlink::runtime()
+            .and_then(|rt| rt.block_on(wire(plan, &plan.fabric.netns, fabric_sock, &mut nodes, opts)));
+        (wired, files.join().unwrap_or_else(|_| Err(KernelError::Backend("file writer panicked".into()))))
+    });
+    wired?;
+    files?;
+    lap("netlink and files");
+    progress(opts, Progress::Phase { name: "files", total: plan.nodes.len() as u64 });
+    progress(opts, Progress::Advance(plan.nodes.len() as u64));
     interrupt::check()?;
 
     // Sysctls that name interfaces (user-given, e.g. net.ipv4.conf.eth0.*).
@@ -208,18 +223,6 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
         write_deferred_sysctls(plan, &nodes)?;
     }
     drop(nodes);
-
-    progress(opts, Progress::Phase { name: "files", total: plan.nodes.len() as u64 });
-    let etc: Vec<JournalEntry> = plan
-        .nodes
-        .iter()
-        .map(|n| JournalEntry::Etc { path: Path::new(topo_netns::ETC_NETNS_DIR).join(&n.netns) })
-        .collect();
-    journal.record(&etc)?;
-    write_etc_files(plan)?;
-    lap("files");
-    progress(opts, Progress::Advance(plan.nodes.len() as u64));
-    interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "services", total: plan.start_order.len() as u64 });
     crate::hooks::start(plan, &sd.dir, opts)?;

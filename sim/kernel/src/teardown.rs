@@ -200,30 +200,14 @@ pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownRepo
             errors.extend(hooks::stop(plan, &sd.dir));
         }
     }
-    // Processes first: a namespace with a process in it outlives its name.
-    let inodes = netns_inodes(&netns);
-    report.processes_killed += kill_in(&inodes, &mut errors);
-    lap("processes");
-    for n in &netns {
-        match topo_netns::delete(n) {
-            Ok(()) => report.namespaces += 1,
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    lap("namespaces");
-    for p in &uts {
-        if let Err(e) = topo_netns::remove_ns_file(p) {
-            errors.push(format!("remove UTS namespace {}: {e}", p.display()));
-        }
-    }
-    lap("uts");
-    for d in &etc {
-        match fs::remove_dir_all(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(format!("remove {}: {e}", d.display())),
-        }
-    }
+    // The /etc/netns directories live on a disk filesystem and are independent of the rest:
+    // remove them on another thread meanwhile.
+    let etc_errors = std::thread::scope(|s| {
+        let etc_job = s.spawn(|| remove_dirs(&etc));
+        teardown_kernel(&netns, &uts, report, &mut errors, &lap);
+        etc_job.join().unwrap_or_else(|_| vec!["/etc/netns cleanup panicked".to_owned()])
+    });
+    errors.extend(etc_errors);
     lap("etc");
     match fs::remove_dir_all(&sd.dir) {
         Ok(()) => {}
@@ -232,6 +216,45 @@ pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownRepo
     }
     lap("state");
     errors
+}
+
+fn remove_dirs(dirs: &BTreeSet<PathBuf>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for d in dirs {
+        match fs::remove_dir_all(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("remove {}: {e}", d.display())),
+        }
+    }
+    errors
+}
+
+/// Processes, namespaces and UTS files of a lab.
+fn teardown_kernel(
+    netns: &BTreeSet<String>,
+    uts: &BTreeSet<PathBuf>,
+    report: &mut DownReport,
+    errors: &mut Vec<String>,
+    lap: &dyn Fn(&str),
+) {
+    // Processes first: a namespace with a process in it outlives its name.
+    let inodes = netns_inodes(netns);
+    report.processes_killed += kill_in(&inodes, errors);
+    lap("processes");
+    for n in netns {
+        match topo_netns::delete(n) {
+            Ok(()) => report.namespaces += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    lap("namespaces");
+    for p in uts {
+        if let Err(e) = topo_netns::remove_ns_file(p) {
+            errors.push(format!("remove UTS namespace {}: {e}", p.display()));
+        }
+    }
+    lap("uts");
 }
 
 /// Tear a lab down, collecting every error. Without a state directory it still removes whatever
