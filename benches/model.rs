@@ -56,6 +56,36 @@ pub fn ring(routers: usize, hosts: usize) -> Plan {
     b.build()
 }
 
+/// Process CPU time (user + system) from /proc/self/stat, in seconds (10 ms resolution).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Wall and CPU time of a few matrix runs, printed next to the machine load: on a shared
+/// machine the wall time says more about the neighbours than about the model.
+fn cpu_report(name: &str, model: &Model, req: &topo_lab::ReachRequest) {
+    const RUNS: u32 = 5;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (c0, t0) = (cpu_seconds(), std::time::Instant::now());
+    for _ in 0..RUNS {
+        std::hint::black_box(model.reach(req).expect("reach"));
+    }
+    let wall = t0.elapsed().as_secs_f64() / f64::from(RUNS);
+    let cpu = (cpu_seconds() - c0) / f64::from(RUNS);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    eprintln!(
+        "{name}: matrix of {} pairs: wall {:.0} ms, CPU {:.0} ms over {threads} threads (load avg {})",
+        req.from.len() * (req.to.len() - 1),
+        wall * 1e3,
+        cpu * 1e3,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("model");
     g.sample_size(10);
@@ -67,6 +97,7 @@ fn bench(c: &mut Criterion) {
         let m = model.reach(&req).expect("reach");
         assert_eq!(m.pairs.len(), 999_000);
         assert!(m.pairs.iter().all(|p| p.reached), "{name}: the benchmark topology must be fully reachable");
+        cpu_report(name, &model, &req);
         g.bench_function(format!("{name}/build"), |b| b.iter(|| Model::new(&plan, &faults)));
         g.bench_function(format!("{name}/matrix-icmp-999000"), |b| {
             b.iter(|| model.reach(&req).expect("reach"));

@@ -410,7 +410,9 @@ impl Model {
             nats: Vec::new(),
             seen: Vec::new(),
         };
-        match self.decide(cache, slot, s, dst) {
+        // The sender's own decision is rarely shared with another packet (one per pair):
+        // computing it beats a cache miss in the big per-destination table.
+        match self.decide_uncached(s, dst) {
             Decision::Unknown => unreachable!("decide never returns Unknown"),
             Decision::Local => {
                 leg.sent_src = leg.sent_src.or(Some(dst));
@@ -439,6 +441,10 @@ impl Model {
 
     /// Where a packet to `dst` that arrived at `start` ends, memoized along the way.
     fn tail(&self, cache: &mut Cache, slot: usize, start: usize, dst: Ipv4Addr) -> Tail {
+        // Delivered at the next node: the common case, answered from small maps.
+        if self.net.is_local(start, dst) {
+            return Tail::Known { end: start as u32, why: None, forwards: 0 };
+        }
         let mut chain: Vec<usize> = Vec::new();
         let mut cur = start;
         let found = loop {
