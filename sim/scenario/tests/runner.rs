@@ -587,16 +587,14 @@ fn a_failed_teardown_is_an_error_in_the_report_and_in_junit() {
 
 #[test]
 fn nat_is_detected_behind_a_masquerading_router_on_the_model() {
-    let s =
-        load(&root().join("fixtures/scenario/nat-masquerade.yaml"), "natx").unwrap_or_else(|d| panic!("{d}"));
+    let s = load(&root().join("scenarios/nat-masquerade.yaml"), "natx").unwrap_or_else(|d| panic!("{d}"));
     let r = run(&s, &ModelBackend);
     assert_eq!(r.outcome, ScenarioOutcome::Passed, "{:?}", r.first_problem());
     // Expecting no NAT across the masquerade fails, naming what the receiver saw.
-    let text =
-        std::fs::read_to_string(root().join("fixtures/scenario/nat-masquerade.yaml")).unwrap().replace(
-            "nat_free: {from: client, to: server, expect: false}",
-            "nat_free: {from: client, to: server}",
-        );
+    let text = std::fs::read_to_string(root().join("scenarios/nat-masquerade.yaml")).unwrap().replace(
+        "nat_free: {from: client, to: server, expect: false}",
+        "nat_free: {from: client, to: server}",
+    );
     let s = load_str(&root().join("fixtures/scenario/nat2.yaml"), &text, "natx").unwrap();
     let r = run(&s, &ModelBackend);
     let f = r.first_problem().unwrap();
