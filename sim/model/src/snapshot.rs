@@ -233,6 +233,23 @@ pub fn freeze_plan(
     })
 }
 
+/// Recompute a snapshot from its own source file (resolved against `base` when relative) and
+/// its recorded fault steps, for verification.
+pub fn recompute(old: &Snapshot, base: &std::path::Path) -> Result<Snapshot, String> {
+    let source = old.source.as_deref().ok_or("the snapshot names no source file")?;
+    let plan = topo_plan::plan_file(&base.join(source)).map_err(|d| format!("{source}: invalid:\n{d}"))?;
+    let mut steps = Vec::new();
+    for s in old.steps.iter().skip(1) {
+        let faults: Vec<Fault> = s
+            .faults
+            .iter()
+            .map(|f| serde_json::from_str(f).map_err(|e| format!("step {:?}: bad fault {f}: {e}", s.name)))
+            .collect::<Result<_, _>>()?;
+        steps.push((s.name.clone(), faults));
+    }
+    freeze_plan(&plan, Some(source), &steps).map_err(|e| e.to_string())
+}
+
 /// A unified-style diff of two snapshot texts (3 lines of context), or `None` when equal.
 pub fn diff(expected: &str, actual: &str, expected_name: &str, actual_name: &str) -> Option<String> {
     if expected == actual {

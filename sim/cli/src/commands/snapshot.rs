@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use topo_lab::{Fault, LabError};
-use topo_model::snapshot::{diff, freeze_plan, Snapshot};
+use topo_model::snapshot::{diff, freeze_plan, recompute, Snapshot};
 
 use crate::exit_code;
 
@@ -71,22 +70,6 @@ fn freeze(file: &Path, out: &Path, stdout: bool) -> i32 {
     exit_code::OK
 }
 
-/// Recompute a snapshot from its own source and fault steps.
-pub fn recompute(old: &Snapshot) -> Result<Snapshot, String> {
-    let source = old.source.as_deref().ok_or("the snapshot names no source file")?;
-    let plan = topo_plan::plan_file(Path::new(source)).map_err(|d| format!("{source}: invalid:\n{d}"))?;
-    let mut steps = Vec::new();
-    for s in old.steps.iter().skip(1) {
-        let faults: Vec<Fault> = s
-            .faults
-            .iter()
-            .map(|f| serde_json::from_str(f).map_err(|e| format!("step {:?}: bad fault {f}: {e}", s.name)))
-            .collect::<Result<_, _>>()?;
-        steps.push((s.name.clone(), faults));
-    }
-    freeze_plan(&plan, Some(source), &steps).map_err(|e: LabError| e.to_string())
-}
-
 fn snapshot_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)?
@@ -121,7 +104,9 @@ fn verify(path: &Path, update: bool, json: bool) -> i32 {
                 continue;
             }
         };
-        let result = Snapshot::from_text(&text).map_err(|e| e.to_string()).and_then(|old| recompute(&old));
+        let result = Snapshot::from_text(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|old| recompute(&old, Path::new(".")));
         let new = match result {
             Ok(n) => n.to_text(),
             Err(e) => {
