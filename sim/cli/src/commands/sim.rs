@@ -234,3 +234,64 @@ fn render_matrix(req: &ReachRequest, m: &ReachMatrix) -> String {
     let _ = write!(out, "{}/{} pairs reached ({})", m.pairs.len() - failed.len(), m.pairs.len(), m.proto);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(faults: &[&str], query: Option<SimQuery>) -> SimArgs {
+        SimArgs {
+            file: PathBuf::from("unused.yaml"),
+            faults: faults.iter().map(|f| (*f).to_owned()).collect(),
+            json: true,
+            query,
+        }
+    }
+
+    fn plan() -> Plan {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        topo_plan::plan_file(&root.join("topologies/triangle-ospf.yaml")).expect("example topology")
+    }
+
+    #[test]
+    fn answers_every_query_and_rejects_bad_input() {
+        let p = plan();
+        for q in [
+            None,
+            Some(SimQuery::Reach {
+                from: Some("h*".into()),
+                to: Some("r1,r2".into()),
+                proto: "udp:53".into(),
+            }),
+            Some(SimQuery::Path { a: "h1".into(), b: "h3".into() }),
+            Some(SimQuery::Nat { a: "h1".into(), b: "h3".into() }),
+            Some(SimQuery::Routes { node: Some("r1".into()) }),
+        ] {
+            run_on(p.clone(), &args(&["link cut r1 r2", "partition h1 h2"], q)).expect("query answers");
+        }
+        let bad =
+            |faults: &[&str], q: Option<SimQuery>| run_on(plan(), &args(faults, q)).expect_err("must fail");
+        assert!(matches!(bad(&["link melt r1 r2"], None), LabError::Invalid(_)));
+        assert!(matches!(bad(&["node stop nobody"], None), LabError::UnknownNode(_)));
+        assert!(matches!(
+            bad(&[], Some(SimQuery::Path { a: "h*".into(), b: "h1".into() })),
+            LabError::Invalid(_)
+        ));
+        let proto = Some(SimQuery::Reach { from: None, to: None, proto: "sctp".into() });
+        assert!(matches!(bad(&[], proto), LabError::Invalid(_)));
+    }
+
+    #[test]
+    fn matrix_table_lists_failures_with_reasons() {
+        let mut lab = ModelLab::new(plan());
+        lab.apply(&topo_lab::Fault::NodeStop { node: "r3".into() }).expect("stop");
+        let names: Vec<String> = lab.plan().nodes.iter().map(|n| n.name.clone()).collect();
+        let req = ReachRequest { from: names.clone(), to: names, proto: Proto::Icmp };
+        let m = lab.reach(&req).expect("reach");
+        let text = render_matrix(&req, &m);
+        assert!(text.contains("from \\ to (icmp)"), "{text}");
+        assert!(text.contains("h1   │ h3"), "{text}");
+        let reached = m.pairs.iter().filter(|p| p.reached).count();
+        assert!(text.ends_with(&format!("{reached}/30 pairs reached (icmp)")), "{text}");
+    }
+}
