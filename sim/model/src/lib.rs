@@ -85,6 +85,26 @@
 //! own routing, filters applying at the sender's input) is delivered with the probed address
 //! as its source. TCP assumes a responder listens on every node on every port.
 //! NAT checks ([`Model::nat`]) need both directions, since the responder echoes what it saw.
+//!
+//! # Where the model may knowingly differ from the kernel
+//!
+//! - ECMP: one path (lowest next hop) instead of the kernel's per-flow hash — paths, not
+//!   reachability.
+//! - OSPF on LANs: a full mesh of adjacencies instead of DR/BDR; with drops between routers
+//!   of one LAN, pairs whose hellos are filtered are simply not adjacent.
+//! - Areas are flattened; `redistribute_static` advertises the plan's static routes as
+//!   externals whether FRR sees them as static or kernel routes.
+//! - Paused/killed nodes keep "the routes they would compute now" rather than the routes they
+//!   really had when they froze; a TCP listener whose process is merely stopped may still
+//!   complete handshakes in the kernel — the model says "no responder".
+//! - Reverse-path filtering and ICMP redirects are assumed off (the plan turns redirects off).
+//!
+//! # How the matrix is fast
+//!
+//! Forwarding decisions depend on the node and the destination only, so [`Model::reach`]
+//! memoizes, per destination address, where a packet that arrived at a node ends up; each
+//! pair then costs the sender's lookup and one memo lookup per direction. NAT, hop lists and
+//! loops take the hop-by-hop walk; a test checks both agree on every pair.
 
 mod fasthash;
 mod fib;
