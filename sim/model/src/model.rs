@@ -90,6 +90,7 @@ struct Cache {
     table: Vec<Vec<Decision>>,
     tails: Vec<Vec<Tail>>,
     last: Option<(Ipv4Addr, usize)>,
+    width: usize,
 }
 
 /// Where a packet that has arrived at a node ends up (memoized per destination): the
@@ -125,10 +126,20 @@ impl Cache {
         let next = self.table.len();
         let s = *self.slot.entry(u32::from(dst)).or_insert(next);
         if s == next {
-            self.table.push(vec![Decision::Unknown; n]);
-            self.tails.push(vec![Tail::Unknown; n]);
+            // Rows are filled on first use ([`Cache::rows`]): many destinations never need one.
+            self.table.push(Vec::new());
+            self.tails.push(Vec::new());
         }
+        self.width = n;
         s
+    }
+
+    /// Make sure the rows of `slot` exist.
+    fn rows(&mut self, slot: usize) {
+        if self.table[slot].is_empty() {
+            self.table[slot] = vec![Decision::Unknown; self.width];
+            self.tails[slot] = vec![Tail::Unknown; self.width];
+        }
     }
 }
 
@@ -234,6 +245,7 @@ impl Model {
     }
 
     fn decide(&self, cache: &mut Cache, slot: usize, n: usize, dst: Ipv4Addr) -> Decision {
+        cache.rows(slot);
         let d = cache.table[slot][n];
         if d != Decision::Unknown {
             return d;
@@ -445,6 +457,7 @@ impl Model {
         if self.net.is_local(start, dst) {
             return Tail::Known { end: start as u32, why: None, forwards: 0 };
         }
+        cache.rows(slot);
         let mut chain: Vec<usize> = Vec::new();
         let mut cur = start;
         let found = loop {
