@@ -77,7 +77,8 @@ impl From<ProbeError> for LabError {
 /// How hard to try.
 #[derive(Debug, Clone)]
 pub struct ProbeOpts {
-    /// Stop retrying mismatching pairs after this long.
+    /// Stop retrying mismatching pairs after this long (failures of the first round are
+    /// always retried once, however long that round took).
     pub deadline: Duration,
     /// Wait for replies of one round this long after its last probe (doubles each round, up to
     /// 8x). A round that gets every reply ends at once.

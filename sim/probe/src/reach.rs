@@ -485,7 +485,8 @@ async fn icmp(
         let until = tokio::time::Instant::now() + round_timeout(opts, round);
         wait_round(run, &mut rx, todo.len(), until).await;
         run.settle(&todo);
-        if deadline_passed(start, opts) {
+        // Always one retry of what failed, even when a big first round used up the deadline.
+        if deadline_passed(start, opts) && run.round >= 2 {
             break;
         }
     }
@@ -642,7 +643,8 @@ async fn udp(
         let until = tokio::time::Instant::now() + round_timeout(opts, round);
         wait_round(run, &mut rx, todo.len(), until).await;
         run.settle(&todo);
-        if deadline_passed(start, opts) {
+        // Always one retry of what failed, even when a big first round used up the deadline.
+        if deadline_passed(start, opts) && run.round >= 2 {
             break;
         }
     }
@@ -766,7 +768,8 @@ async fn tcp(
             }
         }
         run.settle(&todo);
-        if deadline_passed(start, opts) {
+        // Always one retry of what failed, even when a big first round used up the deadline.
+        if deadline_passed(start, opts) && run.round >= 2 {
             break;
         }
     }
