@@ -235,7 +235,8 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
     }
     let mut dst_addr = Vec::with_capacity(req.to.len());
     for d in &req.to {
-        dst_addr.push(primary(node(plan, d)?)?);
+        // Addressless destinations (DHCP-only) are reported per pair, not as an error.
+        dst_addr.push(primary(node(plan, d)?).unwrap_or(Ipv4Addr::UNSPECIFIED));
     }
     let (nsrc, ndst) = (req.from.len(), req.to.len());
     let mut pair_of = vec![NO_PAIR; nsrc * ndst];
@@ -275,6 +276,12 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
         answered: 0,
         probes_sent: 0,
     };
+    for (p, &(_, di)) in run.pairs.iter().enumerate() {
+        if dst_addr[di].is_unspecified() {
+            run.settled[p] = true;
+            run.reason[p] = Some("the destination has no IPv4 address in the plan".into());
+        }
+    }
     let index = Arc::new(Index {
         ndst,
         pair_of,

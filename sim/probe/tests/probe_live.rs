@@ -340,3 +340,27 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn addressless_destination_is_a_pair_result_not_an_error() {
+    if !require_root("probe::addressless") {
+        return;
+    }
+    let lab = TestLab::lan(&unique_lab("pa"), 3, false).unwrap();
+    let mut plan = lab.plan.clone();
+    for i in &mut plan.nodes[2].interfaces {
+        i.addresses.clear();
+    }
+    let names = all(&lab);
+    let d = topo_probe::reach_detailed(
+        &plan,
+        &ReachRequest { from: names.clone(), to: names, proto: Proto::Icmp },
+        &ProbeOpts::default(),
+    )
+    .unwrap();
+    let h13 = d.pairs.iter().find(|p| p.from == "h1" && p.to == "h3").unwrap();
+    assert!(!h13.reached && h13.attempts == 0, "{h13:?}");
+    assert!(h13.reason.as_deref().unwrap_or_default().contains("no IPv4 address"), "{h13:?}");
+    assert!(d.pairs.iter().find(|p| p.from == "h1" && p.to == "h2").unwrap().reached);
+    assert!(d.pairs.iter().find(|p| p.from == "h3" && p.to == "h1").unwrap().reached, "h3 still sends");
+}
