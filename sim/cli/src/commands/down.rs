@@ -21,6 +21,8 @@ pub fn run(args: &DownArgs) -> i32 {
     if let Err(code) = need_root("down") {
         return code;
     }
+    // Ctrl-C must not leave a half-removed lab: teardown runs to the end once started.
+    let _ = topo_kernel::interrupt::install();
     let lab = match topo_kernel::resolve_lab(args.lab.as_deref()) {
         Ok(l) => l,
         Err(e) => return fail(&e),
