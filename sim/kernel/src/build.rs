@@ -234,8 +234,13 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
 /// Create every node namespace (and its UTS namespace) on a few worker threads.
 fn create_node_namespaces(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<Vec<NodeNs>, KernelError> {
     let n = plan.nodes.len();
-    let workers =
-        std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4).min(n.max(1));
+    // TOPO_NS_WORKERS overrides the count (for measurements).
+    let workers = std::env::var("TOPO_NS_WORKERS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
+        .clamp(1, 64)
+        .min(n.max(1));
     let abort = AtomicBool::new(false);
     let results: Vec<Result<Vec<(usize, NodeNs)>, KernelError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
