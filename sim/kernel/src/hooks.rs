@@ -9,7 +9,7 @@ use topo_plan::Plan;
 use crate::{KernelError, UpOpts};
 
 /// After the network is built: the file's masquerade rules, daemons in start order, the file's
-/// static impairments, and (when asked for) probe responders.
+/// static impairments, (when asked for) probe responders, then the wait for routing convergence.
 pub(crate) fn start(plan: &Plan, state_dir: &Path, opts: &UpOpts) -> Result<(), KernelError> {
     let component = |component: &'static str| move |e: String| KernelError::Component { component, msg: e };
     // Source NAT before any daemon or probe sends: conntrack translates only new connections.
@@ -30,6 +30,21 @@ pub(crate) fn start(plan: &Plan, state_dir: &Path, opts: &UpOpts) -> Result<(), 
     if let Some(exe) = &opts.responder_exe {
         let ro = topo_probe::ResponderOpts::new(exe.clone());
         topo_probe::start_responders(plan, state_dir, &ro).map_err(|e| component("probe")(e.to_string()))?;
+    }
+    // A lab with routing is "up" once it has converged: every adjacency Full and every expected
+    // route in each router's kernel table; otherwise up fails (and rolls back) naming what is
+    // missing where.
+    if topo_daemons::has_routing(plan) {
+        topo_daemons::wait_converged_cancellable(
+            plan,
+            state_dir,
+            topo_daemons::default_converge_timeout(plan),
+            &crate::interrupt::requested,
+        )
+        .map_err(|e| match e {
+            topo_daemons::DaemonError::Cancelled => KernelError::Interrupted,
+            e => component("routing")(format!("not converged: {e}")),
+        })?;
     }
     Ok(())
 }

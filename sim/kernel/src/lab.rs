@@ -67,6 +67,9 @@ impl KernelLab {
             .plan
             .node(node)
             .ok_or_else(|| KernelError::Invalid(format!("lab {} has no node {node:?}", self.name())))?;
+        // `vtysh` inside a router must find that router's own daemons (their sockets live in a
+        // per-router directory): topo-daemons adds the right pathspace argument.
+        let argv = topo_daemons::exec_argv(&self.plan, node, argv);
         let (prog, args) =
             argv.split_first().ok_or_else(|| KernelError::Invalid("no command given".into()))?;
         let ns = topo_netns::Netns::open(&n.netns)?;
