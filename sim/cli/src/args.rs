@@ -71,8 +71,6 @@ pub enum Command {
     /// Run scenario files (faults + assertions) against the kernel or the model; exit 1 when an
     /// assertion fails, 3 when a scenario is invalid.
     Test(crate::commands::test::TestArgs),
-    /// FRR's vtysh on one router's daemons: `topo vtysh [--lab L] NODE [-c CMD]...`.
-    Vtysh(crate::commands::vtysh::VtyshArgs),
     /// Answer on the model backend, without root: `topo sim FILE [--fault SPEC]... [reach|path A B|nat A B|routes]`.
     Sim(crate::commands::sim::SimArgs),
     /// Golden files of what a design does: `freeze FILE`, `verify [FILE|DIR] [--update]`.
@@ -82,6 +80,8 @@ pub enum Command {
     },
     /// Assertions on live traffic: `reach` matrix, `nat`, `path`, `converge` (exit 1 on mismatch).
     Check(crate::commands::check::CheckArgs),
+    /// FRR's vtysh on one router's daemons: `topo vtysh [--lab L] NODE [-c CMD]...`.
+    Vtysh(crate::commands::vtysh::VtyshArgs),
     /// Internal: the probe responder process inside a node (started by topo itself).
     #[command(name = "__responder", hide = true)]
     Responder {

@@ -7,15 +7,15 @@ mod validate;
 pub mod chaos;
 pub mod check;
 pub mod down;
+pub mod events;
 pub mod exec;
 pub mod gc;
 pub mod ls;
-pub mod status;
-pub mod up;
-pub mod events;
-pub mod test;
 pub mod sim;
 pub mod snapshot;
+pub mod status;
+pub mod test;
+pub mod up;
 pub mod vtysh;
 
 use crate::args::{Cli, Command};
@@ -39,9 +39,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Impair(a) => chaos::impair(&a),
         Command::Events(a) => events::run(&a),
         Command::Test(a) => test::run(&a),
-        Command::Vtysh(a) => vtysh::run(&a),
         Command::Delayer { args } => chaos::delayer(&args),
         Command::Check(a) => check::run(&a),
+        Command::Vtysh(a) => vtysh::run(&a),
         Command::Responder { port } => check::responder(port),
         Command::Sim(a) => sim::run(a),
         Command::Snapshot { cmd } => snapshot::run(cmd),
