@@ -29,6 +29,10 @@ pub struct Snapshot {
     /// The topology (or scenario) file the snapshot was frozen from, as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Set when frozen from a scenario (its `name:`); `source` is then the scenario file and
+    /// `verify` recomputes the steps from the scenario, not from the recorded faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
     pub plan: Vec<NodeSummary>,
     pub steps: Vec<StepSnapshot>,
 }
@@ -228,16 +232,53 @@ pub fn freeze_plan(
         format: SNAPSHOT_FORMAT,
         lab: plan.lab.clone(),
         source: source.map(str::to_owned),
+        scenario: None,
         plan: summarize_plan(plan),
         steps: out,
     })
 }
 
-/// Recompute a snapshot from its own source file (resolved against `base` when relative) and
-/// its recorded fault steps, for verification.
-pub fn recompute(old: &Snapshot, base: &std::path::Path) -> Result<Snapshot, String> {
-    let source = old.source.as_deref().ok_or("the snapshot names no source file")?;
-    let plan = topo_plan::plan_file(&base.join(source)).map_err(|d| format!("{source}: invalid:\n{d}"))?;
+/// Freeze from any live lab (the kernel): the same steps as [`freeze_plan`], faults applied
+/// through the lab. `lab_name` replaces the lab's own (unique, throwaway) name so the result
+/// compares equal to the model's snapshot of the same design. Forwarding tables are left
+/// empty: only the model fills them in (see [`without_routes`]).
+pub fn freeze_lab(
+    lab: &mut dyn Lab,
+    lab_name: &str,
+    source: Option<&str>,
+    steps: &[(String, Vec<Fault>)],
+) -> Result<Snapshot, LabError> {
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    out.push(capture(lab, "initial", &[], BTreeMap::new())?);
+    for (name, faults) in steps {
+        for f in faults {
+            lab.apply(f)?;
+        }
+        out.push(capture(lab, name, faults, BTreeMap::new())?);
+    }
+    Ok(Snapshot {
+        format: SNAPSHOT_FORMAT,
+        lab: lab_name.to_owned(),
+        source: source.map(str::to_owned),
+        scenario: None,
+        plan: summarize_plan(lab.plan()),
+        steps: out,
+    })
+}
+
+/// The snapshot without the model-only part (per-step forwarding tables), i.e. what a kernel
+/// lab can be compared on.
+#[must_use]
+pub fn without_routes(snap: &Snapshot) -> Snapshot {
+    let mut s = snap.clone();
+    for step in &mut s.steps {
+        step.routes.clear();
+    }
+    s
+}
+
+/// The fault steps a snapshot recorded (all steps but the initial one), parsed back.
+pub fn recorded_steps(old: &Snapshot) -> Result<Vec<(String, Vec<Fault>)>, String> {
     let mut steps = Vec::new();
     for s in old.steps.iter().skip(1) {
         let faults: Vec<Fault> = s
@@ -247,6 +288,15 @@ pub fn recompute(old: &Snapshot, base: &std::path::Path) -> Result<Snapshot, Str
             .collect::<Result<_, _>>()?;
         steps.push((s.name.clone(), faults));
     }
+    Ok(steps)
+}
+
+/// Recompute a snapshot from its own source file (resolved against `base` when relative) and
+/// its recorded fault steps, for verification.
+pub fn recompute(old: &Snapshot, base: &std::path::Path) -> Result<Snapshot, String> {
+    let source = old.source.as_deref().ok_or("the snapshot names no source file")?;
+    let plan = topo_plan::plan_file(&base.join(source)).map_err(|d| format!("{source}: invalid:\n{d}"))?;
+    let steps = recorded_steps(old)?;
     freeze_plan(&plan, Some(source), &steps).map_err(|e| e.to_string())
 }
 
