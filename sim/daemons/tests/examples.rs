@@ -62,7 +62,11 @@ fn example_configs_pass_frr_dry_run() {
                 let path = dir.join(name);
                 std::fs::write(&path, text).unwrap();
                 let bin = Path::new("/usr/lib/frr").join(name.trim_end_matches(".conf"));
-                let out = Command::new(bin)
+                // Isolated like the plan crate's dry run: no files left under /var/run/frr.
+                let out = Command::new("unshare")
+                    .args(["--net", "--mount", "--", "sh", "-c"])
+                    .arg("mount -t tmpfs topo-dryrun /var/run/frr && exec \"$0\" \"$@\"")
+                    .arg(bin)
                     .args(["-C", "--log", "stdout", "-P", "0", "-f"])
                     .arg(&path)
                     .output()

@@ -308,7 +308,18 @@ mod tests {
             }
             let path = dir.join(name);
             std::fs::write(&path, text).unwrap();
-            let out = std::process::Command::new(&bin)
+            // Dry runs still write state files (bfdd.sock, ospfd-gr.json) under /var/run/frr:
+            // give them a throwaway network namespace and a private tmpfs there.
+            let out = std::process::Command::new("unshare")
+                .args([
+                    "--net",
+                    "--mount",
+                    "--",
+                    "sh",
+                    "-c",
+                    "mount -t tmpfs topo-dryrun /var/run/frr && exec \"$0\" \"$@\"",
+                ])
+                .arg(&bin)
                 .arg("-C")
                 .arg("-f")
                 .arg(&path)
