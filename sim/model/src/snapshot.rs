@@ -277,6 +277,30 @@ pub fn without_routes(snap: &Snapshot) -> Snapshot {
     s
 }
 
+/// The part a live lab and the model must agree on: no forwarding tables, and failures
+/// without their explanation (the model says *why* a pair fails, "partition" or "no route on
+/// r1"; a probe only sees a timeout or an errno, and a failed trace stops at different hops).
+/// Reached counts, which pairs reach, and every successful path are kept.
+#[must_use]
+pub fn outcomes_only(snap: &Snapshot) -> Snapshot {
+    let mut s = without_routes(snap);
+    for step in &mut s.steps {
+        for line in &mut step.reach.lines {
+            if let Some((pair, what)) = line.split_once(": ") {
+                if what != "ok" {
+                    *line = format!("{pair}: unreached");
+                }
+            }
+        }
+        for text in step.paths.values_mut() {
+            if text.contains("FAIL") {
+                "FAIL".clone_into(text);
+            }
+        }
+    }
+    s
+}
+
 /// The fault steps a snapshot recorded (all steps but the initial one), parsed back.
 pub fn recorded_steps(old: &Snapshot) -> Result<Vec<(String, Vec<Fault>)>, String> {
     let mut steps = Vec::new();

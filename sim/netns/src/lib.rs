@@ -357,6 +357,7 @@ mod tests {
         }
         let name = topo_lab::testkit::unique_lab("tnsa");
         let ns = Netns::create(&name).expect("create");
+        let _guard = Cleanup(name.clone(), PathBuf::new());
         assert!(exists(&name));
         assert!(matches!(Netns::create(&name), Err(NetnsError::Exists(_))));
         // A sysctl written inside the namespace is seen there and leaves the host's value alone.
@@ -402,7 +403,9 @@ mod tests {
     struct Cleanup(String, PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = remove_ns_file(&self.1);
+            if !self.1.as_os_str().is_empty() {
+                let _ = remove_ns_file(&self.1);
+            }
             let _ = delete(&self.0);
         }
     }

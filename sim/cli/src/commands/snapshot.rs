@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use topo_lab::Fault;
 use topo_model::snapshot::{
-    diff, freeze_lab, freeze_plan, recompute, recorded_steps, without_routes, Snapshot,
+    diff, freeze_lab, freeze_plan, outcomes_only, recompute, recorded_steps, Snapshot,
 };
 use topo_plan::Plan;
 use topo_scenario::{Step, StepKind};
@@ -53,7 +53,8 @@ pub enum SnapshotCmd {
         /// Print the per-file verdicts as JSON.
         #[arg(long)]
         json: bool,
-        /// `kernel`: compare against a fresh live lab (root); forwarding tables are not compared.
+        /// `kernel`: compare against a fresh live lab (root): which pairs reach and the successful
+        /// paths; forwarding tables and the reasons of failures are not compared.
         #[arg(long, value_enum, default_value = "model")]
         backend: BackendArg,
     },
@@ -247,8 +248,8 @@ fn snapshot_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Recompute a frozen snapshot now: scenarios from the scenario file (so edits to it show),
-/// topologies from their file and recorded fault steps. On the kernel, forwarding tables are
-/// dropped from the frozen side before comparing. Returns (expected text, actual text).
+/// topologies from their file and recorded fault steps. On the kernel, both sides are reduced to
+/// [`outcomes_only`] (no forwarding tables, failures without their reason) before comparing. Returns (expected text, actual text).
 fn recompute_any(old: &Snapshot, backend: BackendArg) -> Result<(String, String), String> {
     let source = old.source.as_deref().ok_or("the snapshot names no source file")?;
     match backend {
@@ -261,7 +262,7 @@ fn recompute_any(old: &Snapshot, backend: BackendArg) -> Result<(String, String)
             // A topology snapshot's steps are the recorded ones: replay them on the fresh lab.
             let steps = if old.scenario.is_none() { Some(recorded_steps(old)?) } else { None };
             let new = freeze_kernel(Path::new(source), source, None, steps)?;
-            Ok((without_routes(old).to_text(), new.to_text()))
+            Ok((outcomes_only(old).to_text(), outcomes_only(&new).to_text()))
         }
     }
 }
