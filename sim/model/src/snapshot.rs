@@ -280,20 +280,24 @@ pub fn without_routes(snap: &Snapshot) -> Snapshot {
 /// The part a live lab and the model must agree on: no forwarding tables, and failures
 /// without their explanation (the model says *why* a pair fails, "partition" or "no route on
 /// r1"; a probe only sees a timeout or an errno, and a failed trace stops at different hops).
-/// Reached counts, which pairs reach, and every successful path are kept.
+/// The path of a pair that does not reach is reduced to `FAIL` too: the model's path is the
+/// forward path even when replies are dropped (one-way faults), while a TTL trace needs the
+/// replies. Reached counts, which pairs reach, and the paths of reaching pairs are kept.
 #[must_use]
 pub fn outcomes_only(snap: &Snapshot) -> Snapshot {
     let mut s = without_routes(snap);
     for step in &mut s.steps {
+        let mut unreached = std::collections::BTreeSet::new();
         for line in &mut step.reach.lines {
             if let Some((pair, what)) = line.split_once(": ") {
                 if what != "ok" {
+                    unreached.insert(pair.to_owned());
                     *line = format!("{pair}: unreached");
                 }
             }
         }
-        for text in step.paths.values_mut() {
-            if text.contains("FAIL") {
+        for (pair, text) in &mut step.paths {
+            if text.contains("FAIL") || unreached.contains(pair) {
                 "FAIL".clone_into(text);
             }
         }
