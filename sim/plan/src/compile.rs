@@ -935,7 +935,10 @@ fn attachment_key(topo: &Topology, att: Att) -> &str {
 ///   it creates interfaces so they inherit it. No ICMP redirects
 ///   (`net.ipv4.conf.{all,default}.send_redirects=0`, OR-ed like rp_filter): a host caches a
 ///   redirect for minutes, so forwarding would depend on past traffic and survive faults
-///   (found by the differential check).
+///   (found by the differential check). ICMP errors (time exceeded, unreachable) come from the
+///   interface the offending packet arrived on (`net.ipv4.icmp_errors_use_inbound_ifaddr=1`),
+///   so a traced path names each router by its ingress address whatever the route back is —
+///   what operators expect from traceroute, and what the model reports.
 /// - No IPv6 address on the node: `net.ipv6.conf.{all,default}.disable_ipv6=1` (no link-local
 ///   addresses, no DAD, no router solicitations: faster bring-up, quieter captures).
 /// - With IPv6: `net.ipv6.conf.{all,default}.accept_dad=0` (addresses usable at once; the plan
@@ -952,6 +955,7 @@ fn sysctls(node: &topo_spec::Node, ifaces: &[IfacePlan]) -> BTreeMap<String, Str
         set("net.ipv4.conf.default.rp_filter", "0");
         set("net.ipv4.conf.all.send_redirects", "0");
         set("net.ipv4.conf.default.send_redirects", "0");
+        set("net.ipv4.icmp_errors_use_inbound_ifaddr", "1");
     } else {
         // Said explicitly: new namespaces inherit the machine's IPv4 settings, so on a machine
         // that forwards (most container hosts) a host would silently route (found by the
