@@ -13,7 +13,7 @@ pub mod ir;
 mod parse;
 mod render;
 pub mod schema;
-mod tree;
+pub mod tree;
 mod validate;
 mod values;
 

@@ -59,6 +59,15 @@ impl Y {
         matches!(self, Y::Scalar(s) if s.is_null())
     }
 
+    /// The first byte this value covers: for a mapping its first key, for a list its first item.
+    pub fn start(&self) -> usize {
+        match self {
+            Y::Scalar(s) => s.span.offset,
+            Y::Seq(items, span) => items.first().map_or(span.offset, |i| i.start().min(span.offset)),
+            Y::Map(m) => m.entries.first().map_or(m.span.offset, |(k, _)| k.span.offset.min(m.span.offset)),
+        }
+    }
+
     /// What kind of YAML value this is, for "expected X, found Y" messages.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -119,6 +128,12 @@ impl<'a> LineIndex<'a> {
         Span { offset, len, line: m.line() as u32, col: m.column() as u32 }
     }
 
+    /// Start of the line holding `offset`.
+    pub fn line_start(&self, offset: usize) -> usize {
+        let i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        self.starts[i]
+    }
+
     /// The span of `len` bytes at a byte offset.
     pub fn span_of_offset(&self, offset: usize, len: usize) -> Span {
         let offset = offset.min(self.text.len());
@@ -175,16 +190,40 @@ impl<'a> LineIndex<'a> {
     }
 }
 
-/// Parse YAML text into a [`Y`] tree. The top level must be a mapping.
+/// What kind of file is being read, for the messages about its top level.
+#[derive(Debug, Clone, Copy)]
+pub struct DocKind {
+    /// "topology", "scenario".
+    pub name: &'static str,
+    /// Label under a wrong top level, e.g. "expected `name:`, `networks:`, `nodes:`, ...".
+    pub expected: &'static str,
+    /// Hint for YAML anchors: how this format shares settings instead.
+    pub anchor_help: &'static str,
+}
+
+/// A topology file.
+pub const TOPOLOGY: DocKind = DocKind {
+    name: "topology",
+    expected: "expected `name:`, `networks:`, `nodes:`, ...",
+    anchor_help: "use `defaults` or `groups` to share settings between nodes",
+};
+
+/// Parse a topology's YAML text into a [`Y`] tree. The top level must be a mapping.
 pub fn parse(text: &str) -> Result<Map, Box<Diagnostic>> {
+    parse_document(text, &TOPOLOGY)
+}
+
+/// Parse one YAML document of the given kind into a [`Y`] tree (shared by topology and scenario
+/// files, so both get the same spans and the same checks). The top level must be a mapping.
+pub fn parse_document(text: &str, kind: &DocKind) -> Result<Map, Box<Diagnostic>> {
     let idx = LineIndex::new(text);
     let opts = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     if let Some(span) = second_document(&idx, text) {
         return Err(Box::new(
-            Diagnostic::new("topo::yaml", span, "a topology file holds one YAML document")
+            Diagnostic::new("topo::yaml", span, format!("a {} file holds one YAML document", kind.name))
                 .label("a second document starts here")
-                .help("put each topology in its own file"),
+                .help(format!("put each {} in its own file", kind.name)),
         ));
     }
     // Nothing but comments and markers: an empty topology (the missing `name` is reported).
@@ -194,14 +233,18 @@ pub fn parse(text: &str) -> Result<Map, Box<Diagnostic>> {
     }) {
         return Ok(Map { entries: Vec::new(), span: idx.span_of_offset(0, 0) });
     }
-    let node = parse_yaml_with_options(0, body, opts).map_err(|e| Box::new(load_error(&idx, &e)))?;
+    let node = parse_yaml_with_options(0, body, opts).map_err(|e| Box::new(load_error(&idx, &e, kind)))?;
     match convert(&idx, &node) {
         Y::Map(m) => Ok(m),
         // An empty document (`---` alone) is an empty topology; the missing `name` says the rest.
         Y::Scalar(s) if s.is_null() => Ok(Map { entries: Vec::new(), span: s.span }),
         other => Err(Box::new(
-            Diagnostic::new("topo::yaml", other.span(), "the top level of a topology must be a mapping")
-                .label("expected `name:`, `networks:`, `nodes:`, ..."),
+            Diagnostic::new(
+                "topo::yaml",
+                other.span(),
+                format!("the top level of a {} must be a mapping", kind.name),
+            )
+            .label(kind.expected),
         )),
     }
 }
@@ -265,17 +308,19 @@ fn convert(idx: &LineIndex<'_>, node: &Node) -> Y {
     }
 }
 
-fn load_error(idx: &LineIndex<'_>, e: &LoadError) -> Diagnostic {
+fn load_error(idx: &LineIndex<'_>, e: &LoadError, kind: &DocKind) -> Diagnostic {
     let at = |m: &Marker| idx.span_at(m, 1);
     match e {
-        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
-            Diagnostic::new("topo::yaml", at(m), "the top level of a topology must be a mapping")
-                .label("expected `name:`, `networks:`, `nodes:`, ...")
-        }
+        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => Diagnostic::new(
+            "topo::yaml",
+            at(m),
+            format!("the top level of a {} must be a mapping", kind.name),
+        )
+        .label(kind.expected),
         LoadError::UnexpectedAnchor(m) => {
             Diagnostic::new("topo::yaml", at(m), "YAML anchors and aliases are not supported")
                 .label("anchor here")
-                .help("use `defaults` or `groups` to share settings between nodes")
+                .help(kind.anchor_help)
         }
         LoadError::MappingKeyMustBeScalar(m) => {
             Diagnostic::new("topo::yaml", at(m), "mapping keys must be plain strings").label("complex key")
