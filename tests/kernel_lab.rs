@@ -208,7 +208,7 @@ fn routed_triangle_and_untouched_host() {
     }
     let before = host_state();
     let lab = unique_lab("tr");
-    let path = renamed(&repo().join("topologies/triangle.yaml"), &lab);
+    let path = renamed(&repo().join("topologies/triangle-static.yaml"), &lab);
     let _g = Guard(lab.clone());
     ok(&["up", path.to_str().unwrap()]);
     for (from, to) in [("h1", "10.2.0.2"), ("h1", "10.3.0.2"), ("h2", "10.3.0.2"), ("h3", "10.1.0.2")] {

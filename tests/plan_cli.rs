@@ -17,13 +17,13 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn plan_tables_show_nodes_interfaces_routes_links() {
-    let o = topo(&["plan", "topologies/triangle.yaml"]);
+    let o = topo(&["plan", "topologies/triangle-static.yaml"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
     for section in ["NODES", "NETWORKS", "INTERFACES", "ROUTES", "LINKS"] {
         assert!(out.contains(section), "missing {section} in:\n{out}");
     }
-    assert!(out.contains("topo-triangle.r1"), "{out}");
+    assert!(out.contains("topo-triangle-static.r1"), "{out}");
     assert!(out.contains("10.2.0.0/24"), "static route shown: {out}");
     assert!(out.contains("10.254.0.0/31"), "link subnet shown: {out}");
 }
@@ -43,18 +43,18 @@ fn plan_json_is_the_plan() {
 
 #[test]
 fn plan_one_node() {
-    let o = topo(&["plan", "topologies/triangle-ospf.yaml", "--node", "r1"]);
+    let o = topo(&["plan", "topologies/triangle.yaml", "--node", "r1"]);
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
     assert!(out.contains("SYSCTLS") && out.contains("net.ipv4.ip_forward"), "{out}");
     assert!(out.contains("OSPF router-id"), "{out}");
-    assert!(!out.contains("topo-triangle-ospf.r2 "), "only r1's rows: {out}");
+    assert!(!out.contains("topo-triangle.r2 "), "only r1's rows: {out}");
 
-    let o = topo(&["plan", "topologies/triangle-ospf.yaml", "--node", "r1", "--json"]);
+    let o = topo(&["plan", "topologies/triangle.yaml", "--node", "r1", "--json"]);
     let node: topo_plan::NodePlan = serde_json::from_slice(&o.stdout).expect("node JSON");
     assert_eq!(node.name, "r1");
 
-    let o = topo(&["plan", "topologies/triangle-ospf.yaml", "--node", "nope"]);
+    let o = topo(&["plan", "topologies/triangle.yaml", "--node", "nope"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no node named"));
 }

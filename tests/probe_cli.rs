@@ -63,7 +63,7 @@ fn check_reach_nat_path_on_static_triangle() {
     if !require_root("probe_cli::static_triangle") {
         return;
     }
-    let (lab, file) = example("triangle.yaml", "pt");
+    let (lab, file) = example("triangle-static.yaml", "pt");
     let _g = Guard(lab.clone(), file.clone());
     ok(&["up", file.to_str().expect("utf-8 path")]);
 
@@ -121,7 +121,7 @@ fn converge_on_ospf_triangle_link_down_and_silent_cut() {
         eprintln!("SKIP probe_cli::ospf_converge: FRR is not installed");
         return;
     }
-    let (lab, file) = example("triangle-ospf.yaml", "po");
+    let (lab, file) = example("triangle.yaml", "po");
     let _g = Guard(lab.clone(), file.clone());
     ok(&["up", file.to_str().expect("utf-8 path")]);
     ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--deadline", "10s"]);

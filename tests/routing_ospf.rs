@@ -1,5 +1,5 @@
 //! OSPF routers through the whole kernel backend (root, real FRR): `up` of
-//! topologies/triangle-ospf.yaml starts FRR in every router, the lab converges, link faults
+//! topologies/triangle.yaml starts FRR in every router, the lab converges, link faults
 //! reroute traffic around r3, and `down` leaves no FRR process or directory behind.
 
 use std::path::Path;
@@ -60,13 +60,13 @@ fn ospf_triangle_up_converges_reroutes_and_downs_clean() {
         return;
     }
     let name = unique_lab("ro");
-    let (plan, source) = plan("triangle-ospf.yaml", &name);
+    let (plan, source) = plan("triangle.yaml", &name);
     let t0 = Instant::now();
     let guard = Down(name.clone());
     topo_kernel::up(&plan, &source, &UpOpts::default()).expect("up");
     let mut lab = KernelLab::open_lab(&name).expect("open");
     lab.wait_converged(Duration::from_secs(30)).expect("converged after up");
-    eprintln!("triangle-ospf: up -> converged in {:?}", t0.elapsed());
+    eprintln!("triangle: up -> converged in {:?}", t0.elapsed());
 
     // Daemons are healthy and recorded; hosts reach across the routers.
     let health = topo_daemons::health(lab.plan(), lab.state_dir());
@@ -146,14 +146,14 @@ fn multi_dc_ospf_bfd_fails_over_to_the_long_haul_line() {
         return;
     }
     let name = unique_lab("rb");
-    let (plan, source) = plan("multi-dc-ospf.yaml", &name);
+    let (plan, source) = plan("multi-dc.yaml", &name);
     let t0 = Instant::now();
     let _guard = Down(name.clone());
     topo_kernel::up(&plan, &source, &UpOpts::default()).expect("up");
     let mut lab = KernelLab::open_lab(&name).expect("open");
     // Converged includes every BFD session being up.
     lab.wait_converged(Duration::from_secs(30)).expect("converged after up");
-    eprintln!("multi-dc-ospf: up -> converged (BFD up) in {:?}", t0.elapsed());
+    eprintln!("multi-dc: up -> converged (BFD up) in {:?}", t0.elapsed());
     let h = topo_daemons::health(lab.plan(), lab.state_dir());
     assert!(h.iter().all(|r| r.bfd_up == Some(2) && r.problems.is_empty()), "{h:#?}");
     // The long-haul line costs 100: dc1 reaches dc3's LAN through dc2.

@@ -53,7 +53,7 @@ fn kernel_snapshot_of_triangle_equals_model_snapshot() {
     if !topo_lab::testkit::require_root("kernel_snapshot_of_triangle_equals_model_snapshot") {
         return;
     }
-    check("topologies/triangle.yaml", "fixtures/snapshots/triangle.json");
+    check("topologies/triangle-static.yaml", "fixtures/snapshots/triangle-static.json");
 }
 
 /// `verify --backend kernel` replays a scenario's fault steps on a fresh lab and agrees with

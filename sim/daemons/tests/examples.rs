@@ -40,7 +40,7 @@ fn routing_examples() -> Vec<String> {
 #[test]
 fn example_configs_pass_frr_dry_run() {
     let examples = routing_examples();
-    assert!(examples.iter().any(|f| f == "triangle-ospf.yaml"), "{examples:?}");
+    assert!(examples.iter().any(|f| f == "triangle.yaml"), "{examples:?}");
     let have_frr = Path::new("/usr/lib/frr/ospfd").exists();
     let dir = std::env::temp_dir().join(format!("topo-examples-frr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -94,16 +94,16 @@ fn example_configs_pass_frr_dry_run() {
 
 #[test]
 fn triangle_ospf_example_converges_on_real_frr() {
-    if !require_root("triangle-ospf example") || !Path::new("/usr/lib/frr/ospfd").exists() {
+    if !require_root("triangle example") || !Path::new("/usr/lib/frr/ospfd").exists() {
         return;
     }
-    let plan = plan_example("triangle-ospf.yaml", &unique_lab("fx"));
+    let plan = plan_example("triangle.yaml", &unique_lab("fx"));
     let lab = TestLab::build(plan).expect("build lab");
     let t0 = Instant::now();
     lab.start_daemons().expect("start FRR");
     topo_daemons::wait_converged_with(&lab.plan, &FaultState::default(), Duration::from_secs(30))
-        .expect("triangle-ospf converges");
-    eprintln!("triangle-ospf.yaml: start -> converged in {:?}", t0.elapsed());
+        .expect("triangle converges");
+    eprintln!("triangle.yaml: start -> converged in {:?}", t0.elapsed());
     // h1 reaches the other LANs and the routers' loopbacks.
     let h3 = lab.plan.node("h3").and_then(topo_plan::NodePlan::primary_address).expect("h3 address");
     let (ok, out) = lab.sh("h1", &format!("ping -c1 -W2 {h3} && ping -c1 -W2 192.168.255.2"));

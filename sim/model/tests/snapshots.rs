@@ -11,7 +11,7 @@ fn root() -> PathBuf {
 
 #[test]
 fn freezing_is_stable_and_records_each_step() {
-    let plan = topo_plan::plan_file(&root().join("topologies/triangle-ospf.yaml")).expect("plan");
+    let plan = topo_plan::plan_file(&root().join("topologies/triangle.yaml")).expect("plan");
     let steps = vec![
         (
             "cut r1-r2".to_owned(),
@@ -19,8 +19,8 @@ fn freezing_is_stable_and_records_each_step() {
         ),
         ("stop r3".to_owned(), vec![Fault::NodeStop { node: "r3".into() }]),
     ];
-    let a = freeze_plan(&plan, Some("topologies/triangle-ospf.yaml"), &steps).expect("freeze").to_text();
-    let b = freeze_plan(&plan, Some("topologies/triangle-ospf.yaml"), &steps).expect("freeze").to_text();
+    let a = freeze_plan(&plan, Some("topologies/triangle.yaml"), &steps).expect("freeze").to_text();
+    let b = freeze_plan(&plan, Some("topologies/triangle.yaml"), &steps).expect("freeze").to_text();
     assert_eq!(a, b, "same input, same bytes");
     let snap = Snapshot::from_text(&a).expect("parses back");
     assert_eq!(snap.steps.len(), 3);

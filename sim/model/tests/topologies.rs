@@ -63,11 +63,11 @@ fn every_example_topology_is_fully_reachable_without_faults() {
 
 #[test]
 fn triangle_static_routes_and_link_faults() {
-    let mut l = lab("triangle.yaml", &[]);
+    let mut l = lab("triangle-static.yaml", &[]);
     assert_eq!(hops(&mut l, "h1", "h3"), ["r1", "r3", "h3"]);
     // Static routes don't reroute: a cut or down r1-r3 link breaks lan1 <-> lan3.
     for f in ["link cut r1 r3", "link down r3 r1"] {
-        let mut l = lab("triangle.yaml", &[f]);
+        let mut l = lab("triangle-static.yaml", &[f]);
         let bad = unreached(&mut l, Proto::Icmp);
         assert!(bad.iter().any(|b| b.starts_with("h1 -> h3")), "{f}: {bad:#?}");
         assert!(!bad.iter().any(|b| b.starts_with("h1 -> h2") || b.starts_with("h2 -> h3")), "{f}: {bad:#?}");
@@ -76,18 +76,18 @@ fn triangle_static_routes_and_link_faults() {
 
 #[test]
 fn triangle_ospf_costs_and_failover() {
-    let mut l = lab("triangle-ospf.yaml", &[]);
+    let mut l = lab("triangle.yaml", &[]);
     // r3's side of r3-r1 costs 50: h3 → h1 goes around via r2, h1 → h3 goes direct.
     assert_eq!(hops(&mut l, "h1", "h3"), ["r1", "r3", "h3"]);
     assert_eq!(hops(&mut l, "h3", "h1"), ["r3", "r2", "r1", "h1"]);
     // OSPF reroutes around a silent cut and a carrier loss; everything stays reachable.
     for f in ["link cut r1 r2", "link down r1 r2"] {
-        let mut l = lab("triangle-ospf.yaml", &[f]);
+        let mut l = lab("triangle.yaml", &[f]);
         assert!(unreached(&mut l, Proto::Icmp).is_empty(), "{f}");
         assert_eq!(hops(&mut l, "h1", "h2"), ["r1", "r3", "r2", "h2"], "{f}");
     }
     // Stopping r2 isolates exactly r2 and h2.
-    let mut l = lab("triangle-ospf.yaml", &["node stop r2"]);
+    let mut l = lab("triangle.yaml", &["node stop r2"]);
     let bad = unreached(&mut l, Proto::Icmp);
     assert!(!bad.is_empty());
     assert!(bad.iter().all(|b| b.contains("r2") || b.contains("h2")), "{bad:#?}");

@@ -42,7 +42,7 @@ fn every_example_plans_deterministically() {
 
 #[test]
 fn triangle_static_routes_leave_through_the_right_links() {
-    let p = example("triangle.yaml");
+    let p = example("triangle-static.yaml");
     let r1 = p.node("r1").expect("r1");
     // r1: lan1 is eth0, link 0 (to r2) is eth1, link 2 (from r3) is eth2.
     let devs: Vec<(String, &str)> = r1.routes.iter().map(|r| (r.to.to_string(), r.dev.as_str())).collect();

@@ -6,9 +6,10 @@ use proptest::prelude::*;
 const EXAMPLES: &[&str] = &[
     include_str!("../../../topologies/lan.yaml"),
     include_str!("../../../topologies/triangle.yaml"),
-    include_str!("../../../topologies/triangle-ospf.yaml"),
+    include_str!("../../../topologies/triangle-static.yaml"),
     include_str!("../../../topologies/elixir-cluster.yaml"),
     include_str!("../../../topologies/multi-dc.yaml"),
+    include_str!("../../../topologies/multi-dc-static.yaml"),
     include_str!("../../../fixtures/topology/valid/counters.yaml"),
     include_str!("../../../fixtures/topology/valid/addressing.yaml"),
 ];

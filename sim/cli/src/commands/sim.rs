@@ -250,7 +250,7 @@ mod tests {
 
     fn plan() -> Plan {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        topo_plan::plan_file(&root.join("topologies/triangle-ospf.yaml")).expect("example topology")
+        topo_plan::plan_file(&root.join("topologies/triangle.yaml")).expect("example topology")
     }
 
     #[test]
