@@ -62,9 +62,9 @@ impl Netns {
     pub fn create(name: &str) -> Result<Netns, NetnsError> {
         ensure_netns_dir().map_err(|e| NetnsError::sys(name, "prepare /run/netns", e))?;
         let path = path_of(name);
-        // create_new: the name is our lock against another creator.
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(_) => {}
+        // Exclusive creation: the name is our lock against another creator.
+        match make_mount_point(&path, None) {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(NetnsError::Exists(name.into()))
             }
@@ -187,9 +187,6 @@ pub fn list() -> io::Result<Vec<String>> {
 /// no process and no open fd refers to it. Missing names are not an error.
 pub fn delete(name: &str) -> Result<(), NetnsError> {
     let path = path_of(name);
-    if !path.exists() {
-        return Ok(());
-    }
     match umount2(&path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
         Err(e) => return Err(NetnsError::sys(name, "unmount", nix_io(e))),
@@ -201,9 +198,84 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     }
 }
 
+/// Create the file a namespace is bind-mounted on, failing with `AlreadyExists` if `path` exists
+/// (the name is the creator's lock).
+///
+/// With an `anchor` (an existing, not yet mounted file in the same directory), the new name is a
+/// hard link to it instead of a new inode. Mount points are names, not inodes, so every link can
+/// carry its own namespace; what it saves is inode allocation, which on a disk filesystem such as
+/// ext4 without a journal scans past every recently deleted inode of the group and so grows with
+/// the churn of earlier labs. Unlinking a hard link frees no inode either. Falls back to a new
+/// file when the link cannot be made (another filesystem, too many links, anchor gone).
+pub fn make_mount_point(path: &Path, anchor: Option<&Path>) -> io::Result<()> {
+    if let Some(anchor) = anchor {
+        // linkat without AT_SYMLINK_FOLLOW links the anchor itself, whatever it is.
+        match nix::unistd::linkat(None, anchor, None, path, nix::fcntl::AtFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(nix::Error::EEXIST) => return Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+            Err(e) => tracing::debug!(path = %path.display(), error = %e, "hard link failed; new file"),
+        }
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
+}
+
+/// Create a network namespace on the calling thread and bind-mount it on `path` (an existing
+/// file, see [`make_mount_point`]). The calling thread stays inside the new namespace: call it
+/// on a thread of your own (e.g. one that then writes sysctls or opens sockets there). Returns
+/// an fd of the namespace.
+pub fn unshare_net_onto(path: &Path) -> io::Result<OwnedFd> {
+    unshare(CloneFlags::CLONE_NEWNET).map_err(nix_io)?;
+    mount(Some("/proc/thread-self/ns/net"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(nix_io)?;
+    Ok(File::open("/proc/thread-self/ns/net")?.into())
+}
+
+/// Delete many named namespaces like [`delete`], on up to `threads` threads at once: each
+/// unmount waits for an RCU grace period, and waits of concurrent unmounts overlap. Returns the
+/// number deleted and every error.
+pub fn delete_many(names: &[String], threads: usize) -> (usize, Vec<NetnsError>) {
+    fn delete_all(names: &[String]) -> (usize, Vec<NetnsError>) {
+        let mut errors = Vec::new();
+        let mut done = 0;
+        for n in names {
+            match delete(n) {
+                Ok(()) => done += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        (done, errors)
+    }
+    let threads = threads.clamp(1, 64).min(names.len().max(1));
+    let chunk = names.len().div_ceil(threads).max(1);
+    thread::scope(|s| {
+        let jobs: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                (part, thread::Builder::new().name("netns-del".into()).spawn_scoped(s, || delete_all(part)))
+            })
+            .collect();
+        let mut done = 0;
+        let mut errors = Vec::new();
+        for (part, job) in jobs {
+            // A thread that could not be spawned: its share is done here.
+            let (d, e) = job.map_or_else(
+                |_| delete_all(part),
+                |h| {
+                    h.join().unwrap_or_else(|_| {
+                        (0, part.iter().map(|n| NetnsError::Panicked(n.clone())).collect())
+                    })
+                },
+            );
+            done += d;
+            errors.extend(e);
+        }
+        (done, errors)
+    })
+}
+
 /// `/run/netns` must be a shared mount so namespaces created later show up in mount namespaces
-/// that were copied earlier (iproute2 does the same).
-fn ensure_netns_dir() -> io::Result<()> {
+/// that were copied earlier (iproute2 does the same). Idempotent.
+pub fn ensure_netns_dir() -> io::Result<()> {
     std::fs::create_dir_all(NETNS_DIR)?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
     match mount(None::<&str>, NETNS_DIR, Some("none"), shared, None::<&str>) {
@@ -398,6 +470,55 @@ mod tests {
         assert_eq!(lines, ["node-x", "lo"], "{text}");
         drop(guard);
         assert!(!exists(&name));
+    }
+
+    #[test]
+    fn hard_linked_mount_points_carry_distinct_namespaces() {
+        if !topo_lab::testkit::require_root("netns::hard_linked_mount_points") {
+            return;
+        }
+        ensure_netns_dir().unwrap();
+        let base = topo_lab::testkit::unique_lab("tnsc");
+        let names: Vec<String> = (0..5).map(|i| format!("{base}-{i}")).collect();
+        let _guards: Vec<Cleanup> = names.iter().map(|n| Cleanup(n.clone(), PathBuf::new())).collect();
+        let anchor = path_of(&names[0]);
+        make_mount_point(&anchor, None).unwrap();
+        for n in &names[1..] {
+            make_mount_point(&path_of(n), Some(&anchor)).unwrap();
+        }
+        // The names share one inode (no new inodes) ...
+        let md = std::fs::metadata(&anchor).unwrap();
+        assert_eq!(md.nlink(), 5);
+        // ... and a name that exists is refused, linked or not.
+        let again = make_mount_point(&path_of(&names[1]), Some(&anchor)).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(make_mount_point(&anchor, None).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        // Each name gets a namespace of its own (the anchor last, as topo-kernel does).
+        let mut inodes = std::collections::HashSet::new();
+        for n in names[1..].iter().chain([&names[0]]) {
+            let path = path_of(n);
+            let fd = thread::scope(|s| s.spawn(|| unshare_net_onto(&path)).join().unwrap()).unwrap();
+            let ino = File::from(fd).metadata().unwrap().ino();
+            assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "{n} shows its namespace");
+            inodes.insert(ino);
+            Netns::open(n).unwrap();
+        }
+        assert_eq!(inodes.len(), 5, "five distinct namespaces");
+        // A missing anchor falls back to a new file.
+        let lone = format!("{base}-x");
+        let _g = Cleanup(lone.clone(), PathBuf::new());
+        make_mount_point(&path_of(&lone), Some(&path_of(&format!("{base}-none")))).unwrap();
+        assert!(exists(&lone));
+        // All gone at once, the missing one included.
+        let mut all = names.clone();
+        all.push(lone);
+        all.push(format!("{base}-none"));
+        let (deleted, errors) = delete_many(&all, 3);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(deleted, all.len());
+        for n in &all {
+            assert!(!exists(n), "{n} still there");
+        }
     }
 
     struct Cleanup(String, PathBuf);
