@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -28,7 +28,7 @@ use rtnetlink::{
 };
 use topo_plan::{Attachment, NodePlan, Plan};
 
-use crate::netlink::{self, Conn, CHANGE, CREATE};
+use crate::netlink::{self, Request, SyncConn, CHANGE, CREATE};
 use crate::state::{JournalEntry, LabMeta, Phase, StateDir};
 use crate::{interrupt, teardown, KernelError, Progress, SourceInfo, UpOpts, UpReport};
 
@@ -153,12 +153,13 @@ fn check_plan(plan: &Plan) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// What the namespace workers hand back for one node.
+/// A node whose configuration waits for its point-to-point links (made once every node exists).
 struct NodeNs {
+    index: usize,
     /// Keeps the namespace open (and gives veth creation a target fd).
     fd: OwnedFd,
-    /// A netlink socket inside the namespace (taken by the connection that uses it).
-    sock: Option<OwnedFd>,
+    /// A netlink socket inside the namespace.
+    sock: OwnedFd,
     /// Sysctls that name interfaces, written once the interfaces exist.
     deferred: Vec<(String, String)>,
 }
@@ -166,63 +167,105 @@ struct NodeNs {
 fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     interrupt::check()?;
     netlink::raise_fd_limit();
-    for d in [sd.uts_dir(), sd.nodes_dir(), sd.pids_dir()] {
+    for d in [sd.uts_dir(), sd.nodes_dir(), sd.pids_dir(), sd.etc_dir()] {
         fs::create_dir_all(&d).map_err(|e| KernelError::io(format!("create {}", d.display()), e))?;
     }
     let mut journal = sd.journal()?;
-    // Write-ahead: every namespace and UTS file is on record before the first is made.
-    let mut entries = vec![JournalEntry::Netns { name: plan.fabric.netns.clone() }];
+    // Write-ahead: every namespace, UTS file and /etc/netns entry is on record before the first
+    // is made.
+    let mut entries = vec![
+        JournalEntry::Netns { name: plan.fabric.netns.clone() },
+        JournalEntry::Uts { path: sd.uts_dir() },
+    ];
     for n in &plan.nodes {
         entries.push(JournalEntry::Netns { name: n.netns.clone() });
         entries.push(JournalEntry::Uts { path: sd.uts_path(&n.name) });
+    }
+    for ns in std::iter::once(&plan.fabric.netns).chain(plan.nodes.iter().map(|n| &n.netns)) {
+        entries.push(JournalEntry::Etc { path: Path::new(topo_netns::ETC_NETNS_DIR).join(ns) });
     }
     journal.record(&entries)?;
 
     let t = Instant::now();
     let lap = |what: &str| tracing::debug!(lab = %plan.lab, phase = what, ms = t.elapsed().as_secs_f64() * 1e3, "up");
     progress(opts, Progress::Phase { name: "namespaces", total: plan.nodes.len() as u64 + 1 });
-    let fabric = topo_netns::Netns::create(&plan.fabric.netns)?;
-    let fabric_sock = fabric
-        .run(|| -> io::Result<OwnedFd> {
-            // The fabric only bridges: no IPv6 on its ports means no DAD or router solicitations.
-            for k in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
-                let _ = topo_netns::write_sysctl(k, "1");
-            }
-            netlink::socket_here()
-        })?
-        .map_err(|e| KernelError::io(format!("netlink socket in {}", plan.fabric.netns), e))?;
-    progress(opts, Progress::Advance(1));
-    let mut nodes = create_node_namespaces(plan, sd, opts)?;
-    lap("namespaces");
-    interrupt::check()?;
-
-    progress(opts, Progress::Phase { name: "links", total: (plan.nodes.len() + plan.links.len()) as u64 });
-    // The /etc/netns files are independent of the links: write them on another thread meanwhile
-    // (recorded in the journal first, like everything else).
-    let etc: Vec<JournalEntry> = plan
-        .nodes
+    // Mount points: the fabric's first, then every node's as a hard link of it (no disk inode
+    // per node), all before the fabric's is mounted (see topo_netns::make_mount_point).
+    topo_netns::ensure_netns_dir()
+        .map_err(|e| KernelError::io(format!("prepare {}", topo_netns::NETNS_DIR), e))?;
+    let anchor = topo_netns::path_of(&plan.fabric.netns);
+    topo_netns::make_mount_point(&anchor, None).map_err(|e| mount_point_error(&plan.fabric.netns, e))?;
+    for (i, n) in plan.nodes.iter().enumerate() {
+        if i % 64 == 0 {
+            interrupt::check()?;
+        }
+        topo_netns::make_mount_point(&topo_netns::path_of(&n.netns), Some(&anchor))
+            .map_err(|e| mount_point_error(&n.netns, e))?;
+    }
+    // UTS namespace files on a tmpfs of the lab's own: no disk inodes, and one unmount takes
+    // them all away.
+    mount_uts_tmpfs(sd)?;
+    lap("mount points");
+    let workers = worker_count(plan.nodes.len());
+    let mut keys: Vec<&str> = plan.nodes.iter().flat_map(|n| n.sysctls.keys().map(String::as_str)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let (mut fabric_socks, fresh) = create_fabric_ns(&plan.fabric.netns, &anchor, workers + 1, &keys)?;
+    let shared = Shared { gate: std::sync::Mutex::new(()), fresh };
+    let mut fabric = SyncConn::new(
+        &plan.fabric.netns,
+        fabric_socks.pop().ok_or_else(|| KernelError::Backend("no fabric socket".into()))?,
+    );
+    let bridges: Vec<Request> = plan
+        .fabric
+        .bridges
         .iter()
-        .map(|n| JournalEntry::Etc { path: Path::new(topo_netns::ETC_NETNS_DIR).join(&n.netns) })
+        .enumerate()
+        .map(|(i, b)| {
+            // Without multicast snooping: the bridge floods multicast, as it does anyway while no
+            // IGMP querier is present, and every port added does not re-enable multicast timers
+            // on every other port (quadratic in the ports of a LAN).
+            let msg = LinkBridge::new(&b.ifname)
+                .mtu(b.mtu)
+                .index(BRIDGE_IFINDEX_BASE + i as u32)
+                .mcast_snooping(false)
+                .build();
+            (format!("create bridge {}", b.ifname), RouteNetlinkMessage::NewLink(msg), CREATE)
+        })
         .collect();
-    journal.record(&etc)?;
-    let (wired, files) = std::thread::scope(|s| {
-        let files = s.spawn(|| write_etc_files(plan));
-        let wired = netlink::runtime()
-            .and_then(|rt| rt.block_on(wire(plan, &plan.fabric.netns, fabric_sock, &mut nodes, opts)));
-        (wired, files.join().unwrap_or_else(|_| Err(KernelError::Backend("file writer panicked".into()))))
-    });
-    wired?;
-    files?;
-    lap("netlink and files");
-    progress(opts, Progress::Phase { name: "files", total: plan.nodes.len() as u64 });
-    progress(opts, Progress::Advance(plan.nodes.len() as u64));
+    fail_on(fabric.run(&bridges))?;
+    progress(opts, Progress::Advance(1));
+    lap("fabric");
     interrupt::check()?;
 
-    // Sysctls that name interfaces (user-given, e.g. net.ipv4.conf.eth0.*).
-    if nodes.iter().any(|n| !n.deferred.is_empty()) {
+    // Node namespaces, each wired as soon as it exists (its LAN ports from a fabric socket of
+    // the worker's own, then its own configuration), on a few workers; the /etc/netns files
+    // meanwhile on another thread.
+    let (nodes, files) = std::thread::scope(|s| {
+        let files = s.spawn(|| write_etc_files(plan, sd));
+        let nodes = build_nodes(plan, sd, fabric_socks, &shared, opts);
+        (nodes, files.join().unwrap_or_else(|_| Err(KernelError::Backend("file writer panicked".into()))))
+    });
+    let nodes = nodes?;
+    files?;
+    lap("nodes and files");
+    interrupt::check()?;
+
+    // Point-to-point links (both ends need their namespaces), then the nodes that have them.
+    if !plan.links.is_empty() {
+        progress(opts, Progress::Phase { name: "links", total: plan.links.len() as u64 });
+        fail_on(fabric.run(&p2p_messages(plan, &nodes)?))?;
+        for ns in &nodes {
+            let node = &plan.nodes[ns.index];
+            let sock = ns.sock.try_clone().map_err(|e| KernelError::io("dup a netlink socket", e))?;
+            fail_on(SyncConn::new(&node.netns, sock).run(&node_messages(node)?))?;
+        }
         write_deferred_sysctls(plan, &nodes)?;
+        progress(opts, Progress::Advance(plan.links.len() as u64));
+        lap("links");
     }
     drop(nodes);
+    interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "services", total: plan.start_order.len() as u64 });
     crate::hooks::start(plan, &sd.dir, opts)?;
@@ -231,34 +274,75 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Create every node namespace (and its UTS namespace) on a few worker threads.
-fn create_node_namespaces(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<Vec<NodeNs>, KernelError> {
-    let n = plan.nodes.len();
-    // TOPO_NS_WORKERS overrides the count (for measurements).
-    let workers = std::env::var("TOPO_NS_WORKERS")
+/// Worker threads for node namespaces: namespace creation and netlink requests alternate on
+/// each, so two per core keep the cores busy while one waits (TOPO_NS_WORKERS overrides).
+fn worker_count(nodes: usize) -> usize {
+    std::env::var("TOPO_NS_WORKERS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4))
+        .unwrap_or_else(|| {
+            2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4)
+        })
         .clamp(1, 64)
-        .min(n.max(1));
+        .min(nodes.max(1))
+}
+
+/// Create and wire every node on worker threads, one fabric socket each. Nodes with
+/// point-to-point links come back unconfigured (their links come later).
+fn build_nodes(
+    plan: &Plan,
+    sd: &StateDir,
+    fabric_socks: Vec<OwnedFd>,
+    shared: &Shared,
+    opts: &UpOpts,
+) -> Result<Vec<NodeNs>, KernelError> {
+    let n = plan.nodes.len();
+    let workers = fabric_socks.len();
+    let bridge_index: HashMap<&str, u32> = plan
+        .fabric
+        .bridges
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.ifname.as_str(), BRIDGE_IFINDEX_BASE + i as u32))
+        .collect();
+    // Fabric port indices, numbered over all nodes in plan order.
+    let mut port_start = Vec::with_capacity(n);
+    let mut ports = 0u32;
+    for node in &plan.nodes {
+        port_start.push(ports);
+        ports += node.interfaces.iter().filter(|i| matches!(i.attachment, Attachment::Network { .. })).count()
+            as u32;
+    }
     let abort = AtomicBool::new(false);
-    let results: Vec<Result<Vec<(usize, NodeNs)>, KernelError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let abort = &abort;
+    let results: Vec<Result<Vec<NodeNs>, KernelError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = fabric_socks
+            .into_iter()
+            .enumerate()
+            .map(|(w, sock)| {
+                let (abort, bridge_index, port_start) = (&abort, &bridge_index, &port_start);
                 std::thread::Builder::new()
                     .name(format!("topo-ns-{w}"))
                     .spawn_scoped(s, move || {
-                        let mut out = Vec::new();
+                        let mut fabric = SyncConn::new(&plan.fabric.netns, sock);
+                        let mut later = Vec::new();
                         for i in (w..n).step_by(workers) {
                             if abort.load(Ordering::Relaxed) {
                                 break;
                             }
-                            let node = &plan.nodes[i];
-                            let r = interrupt::check()
-                                .and_then(|()| create_node_ns(node, &sd.uts_path(&node.name)));
+                            let r = interrupt::check().and_then(|()| {
+                                build_node(
+                                    plan,
+                                    i,
+                                    &sd.uts_path(&plan.nodes[i].name),
+                                    &mut fabric,
+                                    bridge_index,
+                                    port_start[i],
+                                    shared,
+                                )
+                            });
                             match r {
-                                Ok(ns) => out.push((i, ns)),
+                                Ok(Some(ns)) => later.push(ns),
+                                Ok(None) => {}
                                 Err(e) => {
                                     abort.store(true, Ordering::Relaxed);
                                     return Err(e);
@@ -266,7 +350,7 @@ fn create_node_namespaces(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<V
                             }
                             progress(opts, Progress::Advance(1));
                         }
-                        Ok(out)
+                        Ok(later)
                     })
                     .map_err(|e| KernelError::io("spawn a namespace worker", e))
             })
@@ -280,15 +364,11 @@ fn create_node_namespaces(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<V
             })
             .collect()
     });
-    let mut slots: Vec<Option<NodeNs>> = (0..n).map(|_| None).collect();
+    let mut later = Vec::new();
     let mut first_err = None;
     for r in results {
         match r {
-            Ok(v) => {
-                for (i, ns) in v {
-                    slots[i] = Some(ns);
-                }
-            }
+            Ok(v) => later.extend(v),
             Err(e) => {
                 if first_err.is_none() || matches!(first_err, Some(KernelError::Interrupted)) {
                     first_err = Some(e);
@@ -299,41 +379,199 @@ fn create_node_namespaces(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<V
     if let Some(e) = first_err {
         return Err(e);
     }
-    slots
-        .into_iter()
-        .map(|s| s.ok_or_else(|| KernelError::Backend("a node namespace was not created".into())))
-        .collect()
+    later.sort_by_key(|ns| ns.index);
+    Ok(later)
+}
+
+/// One node on a worker thread: its namespaces, its LAN attachments (veths created from the
+/// fabric with the node end directly inside the node), then lo, links up, addresses, routes and
+/// interface sysctls. A node with point-to-point links is handed back for later instead.
+fn build_node(
+    plan: &Plan,
+    i: usize,
+    uts_path: &Path,
+    fabric: &mut SyncConn,
+    bridge_index: &HashMap<&str, u32>,
+    mut port_no: u32,
+    shared: &Shared,
+) -> Result<Option<NodeNs>, KernelError> {
+    let node = &plan.nodes[i];
+    let (fd, sock, deferred) = create_node_ns(node, uts_path, shared)?;
+    let mut lan = Vec::new();
+    for (k, iface) in node.interfaces.iter().enumerate() {
+        let Attachment::Network { bridge, port, .. } = &iface.attachment else { continue };
+        let br = *bridge_index.get(bridge.as_str()).ok_or_else(|| {
+            KernelError::Invalid(format!("{}.{} names unknown bridge {bridge}", node.name, iface.name))
+        })?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(iface.name.clone())
+            .address(iface.mac.0.to_vec())
+            .mtu(iface.mtu)
+            .index(node_ifindex(k))
+            .setns_by_fd(fd.as_raw_fd())
+            .build();
+        let msg = veth(port, iface.mtu, PORT_IFINDEX_BASE + port_no, None, peer).controller(br).build();
+        port_no += 1;
+        lan.push((
+            format!("create veth {}:{} -> {port}@{bridge}", node.name, iface.name),
+            RouteNetlinkMessage::NewLink(msg),
+            CREATE,
+        ));
+    }
+    let later = node.interfaces.iter().any(|i| matches!(i.attachment, Attachment::Link { .. }));
+    let msgs = if later { Vec::new() } else { node_messages(node)? };
+    let _gate = shared.gate();
+    fail_on(fabric.run(&lan))?;
+    if later {
+        return Ok(Some(NodeNs { index: i, fd, sock, deferred }));
+    }
+    fail_on(SyncConn::new(&node.netns, sock).run(&msgs))?;
+    // This thread is still inside the node's namespace.
+    for (k, v) in &deferred {
+        topo_netns::write_sysctl(k, v)
+            .map_err(|e| KernelError::io(format!("sysctl {k}={v} in {}", node.name), e))?;
+    }
+    Ok(None)
+}
+
+/// Point-to-point links: veths whose two ends are created directly in their node namespaces.
+fn p2p_messages(plan: &Plan, nodes: &[NodeNs]) -> Result<Vec<Request>, KernelError> {
+    let fd_of = |ni: usize| nodes.iter().find(|ns| ns.index == ni).map(|ns| ns.fd.as_raw_fd());
+    let mut out = Vec::new();
+    for l in &plan.links {
+        let (Some(ai), Some(bi)) = (plan.node_index(&l.a.node), plan.node_index(&l.b.node)) else {
+            return Err(KernelError::Invalid(format!("link {} names an unknown node", l.index)));
+        };
+        let (Some(a_fd), Some(b_fd)) = (fd_of(ai), fd_of(bi)) else {
+            return Err(KernelError::Backend(format!("link {}: a node namespace is not open", l.index)));
+        };
+        let end = |ni: usize, ifname: &str| -> Result<(u32, Vec<u8>), KernelError> {
+            let node = &plan.nodes[ni];
+            let k = node.interfaces.iter().position(|i| i.name == ifname).ok_or_else(|| {
+                KernelError::Invalid(format!("link {}: {} has no interface {ifname}", l.index, node.name))
+            })?;
+            Ok((node_ifindex(k), node.interfaces[k].mac.0.to_vec()))
+        };
+        let (a_idx, a_mac) = end(ai, &l.a.iface)?;
+        let (b_idx, b_mac) = end(bi, &l.b.iface)?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(l.b.iface.clone())
+            .address(b_mac)
+            .mtu(l.mtu)
+            .index(b_idx)
+            .setns_by_fd(b_fd)
+            .build();
+        let msg = veth(&l.a.iface, l.mtu, a_idx, Some(a_fd), peer).address(a_mac).build();
+        out.push((
+            format!("create link {}:{} <-> {}:{}", l.a.node, l.a.iface, l.b.node, l.b.iface),
+            RouteNetlinkMessage::NewLink(msg),
+            CREATE,
+        ));
+    }
+    Ok(out)
+}
+
+fn fail_on(errors: Vec<KernelError>) -> Result<(), KernelError> {
+    first_of(errors).map_or(Ok(()), Err)
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
+fn mount_point_error(name: &str, e: io::Error) -> KernelError {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        KernelError::Netns(topo_netns::NetnsError::Exists(name.to_owned()))
+    } else {
+        KernelError::Netns(topo_netns::NetnsError::Sys {
+            name: name.to_owned(),
+            op: "create mount point",
+            source: e,
+        })
+    }
+}
+
+/// A small tmpfs on the lab's `uts/` directory (recorded in the journal before).
+fn mount_uts_tmpfs(sd: &StateDir) -> Result<(), KernelError> {
+    let dir = sd.uts_dir();
+    mount(
+        Some("topo-uts"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| KernelError::io(format!("mount a tmpfs on {}", dir.display()), nix_io(e)))
+}
+
+/// The fabric namespace, on its (anchor) mount point: no IPv6 on its ports (no DAD or router
+/// solicitations; it only bridges), and a netlink socket inside it.
+///
+/// Before changing anything it reads the plan's sysctl keys: a fresh namespace's values, which
+/// every node namespace starts with too, unless new namespaces inherit from the one that creates
+/// them (`net.core.devconf_inherit_init_net` = 3; the workers create each node from inside the
+/// previous one), in which case nothing is taken as given.
+fn create_fabric_ns(
+    name: &str,
+    path: &Path,
+    sockets: usize,
+    keys: &[&str],
+) -> Result<(Vec<OwnedFd>, HashMap<String, String>), KernelError> {
+    let sys = |op: &'static str, e: io::Error| {
+        KernelError::Netns(topo_netns::NetnsError::Sys { name: name.to_owned(), op, source: e })
+    };
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("topo-fabric".into())
+            .spawn_scoped(s, || {
+                topo_netns::unshare_net_onto(path).map_err(|e| sys("unshare and bind mount", e))?;
+                let mut fresh = HashMap::new();
+                if topo_netns::read_sysctl("net.core.devconf_inherit_init_net").is_ok_and(|v| v != "3") {
+                    for k in keys {
+                        if let Ok(v) = topo_netns::read_sysctl(k) {
+                            fresh.insert((*k).to_owned(), v);
+                        }
+                    }
+                }
+                for k in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+                    let _ = topo_netns::write_sysctl(k, "1");
+                }
+                let socks = (0..sockets)
+                    .map(|_| netlink::socket_here().map_err(|e| sys("netlink socket", e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((socks, fresh))
+            })
+            .map_err(|e| sys("spawn thread", e))?
+            .join()
+            .unwrap_or_else(|_| Err(KernelError::Backend("fabric namespace thread panicked".into())))
+    })
+}
+
 /// Runs on a worker thread; leaves the thread inside the new namespaces (the thread is ours).
-fn create_node_ns(node: &NodePlan, uts_path: &Path) -> Result<NodeNs, KernelError> {
+/// Returns the namespace's fd, a netlink socket inside it, and the sysctls that must wait for
+/// interfaces.
+fn create_node_ns(node: &NodePlan, uts_path: &Path, shared: &Shared) -> Result<NodeSetup, KernelError> {
     let name = node.netns.as_str();
     let sys = |op: &'static str, e: io::Error| {
         KernelError::Netns(topo_netns::NetnsError::Sys { name: name.to_owned(), op, source: e })
     };
     let path = topo_netns::path_of(name);
-    match OpenOptions::new().write(true).create_new(true).open(&path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(KernelError::Netns(topo_netns::NetnsError::Exists(name.to_owned())))
-        }
-        Err(e) => return Err(sys("create mount point", e)),
-    }
-    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| sys("unshare", nix_io(e)))?;
-    mount(Some("/proc/thread-self/ns/net"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| sys("bind mount", nix_io(e)))?;
-    let fd: OwnedFd = File::open("/proc/thread-self/ns/net").map_err(|e| sys("open", e))?.into();
+    let fd = topo_netns::unshare_net_onto(&path).map_err(|e| sys("unshare and bind mount", e))?;
     // Before any interface exists, so new interfaces inherit `default` (e.g. no IPv6, no DAD).
+    // Values a new namespace has anyway are not written.
     let mut deferred = Vec::new();
-    for (k, v) in &node.sysctls {
-        match topo_netns::write_sysctl(k, v) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => deferred.push((k.clone(), v.clone())),
-            Err(e) => return Err(KernelError::io(format!("sysctl {k}={v} in {name}"), e)),
+    let todo: Vec<_> = node.sysctls.iter().filter(|(k, v)| !shared.is_fresh(k, v)).collect();
+    if !todo.is_empty() {
+        let results = {
+            let _gate = shared.gate();
+            topo_netns::write_sysctls(todo.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        };
+        for ((k, v), r) in todo.into_iter().zip(results) {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => deferred.push((k.clone(), v.clone())),
+                Err(e) => return Err(KernelError::io(format!("sysctl {k}={v} in {name}"), e)),
+            }
         }
     }
     let sock = netlink::socket_here().map_err(|e| sys("netlink socket", e))?;
@@ -350,120 +588,35 @@ fn create_node_ns(node: &NodePlan, uts_path: &Path) -> Result<NodeNs, KernelErro
     nix::unistd::sethostname(&node.hostname).map_err(|e| uts_err("sethostname", nix_io(e)))?;
     mount(Some("/proc/thread-self/ns/uts"), uts_path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| uts_err("bind mount", nix_io(e)))?;
-    Ok(NodeNs { fd, sock: Some(sock), deferred })
+    Ok((fd, sock, deferred))
+}
+
+type NodeSetup = (OwnedFd, OwnedFd, Vec<(String, String)>);
+
+/// What the node workers share.
+struct Shared {
+    /// Held around everything that takes the kernel's RTNL lock on a worker (netlink requests,
+    /// sysctl writes). Some sysctl handlers only try the lock and restart the system call when it
+    /// is taken, so a worker writing sysctls while another creates links spins and steals the
+    /// CPU the lock holder needs: measured, 2 and 4 unguarded workers took 2x and 4x as long as
+    /// one. Namespace creation itself runs outside the gate, in parallel.
+    gate: std::sync::Mutex<()>,
+    /// Sysctl values a new namespace starts with (read in the fabric before it changes any).
+    fresh: HashMap<String, String>,
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_fresh(&self, key: &str, value: &str) -> bool {
+        self.fresh.get(key).is_some_and(|v| v == value.trim())
+    }
 }
 
 fn node_ifindex(k: usize) -> u32 {
     NODE_IFINDEX_BASE + k as u32
-}
-
-/// All netlink work: bridges and veths from the fabric socket, then per-node links up,
-/// addresses and routes, every namespace at once.
-async fn wire(
-    plan: &Plan,
-    fabric_ns: &str,
-    fabric_sock: OwnedFd,
-    nodes: &mut [NodeNs],
-    opts: &UpOpts,
-) -> Result<(), KernelError> {
-    let mut fabric = Conn::new(fabric_ns, fabric_sock)
-        .map_err(|e| KernelError::io(format!("netlink in {fabric_ns}"), e))?;
-    let bridge_index: HashMap<&str, u32> = plan
-        .fabric
-        .bridges
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.ifname.as_str(), BRIDGE_IFINDEX_BASE + i as u32))
-        .collect();
-    let mut futs = Vec::new();
-    for (i, b) in plan.fabric.bridges.iter().enumerate() {
-        let msg = LinkBridge::new(&b.ifname).mtu(b.mtu).index(BRIDGE_IFINDEX_BASE + i as u32).build();
-        futs.push(fabric.send(
-            format!("create bridge {}", b.ifname),
-            RouteNetlinkMessage::NewLink(msg),
-            CREATE,
-        ));
-    }
-    // LAN attachments: the port stays in the fabric (enslaved, up), the peer is created
-    // directly inside the node's namespace.
-    let mut port_no = 0u32;
-    for (ni, node) in plan.nodes.iter().enumerate() {
-        for (k, iface) in node.interfaces.iter().enumerate() {
-            let Attachment::Network { bridge, port, .. } = &iface.attachment else { continue };
-            let br = *bridge_index.get(bridge.as_str()).ok_or_else(|| {
-                KernelError::Invalid(format!("{}.{} names unknown bridge {bridge}", node.name, iface.name))
-            })?;
-            let peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name(iface.name.clone())
-                .address(iface.mac.0.to_vec())
-                .mtu(iface.mtu)
-                .index(node_ifindex(k))
-                .setns_by_fd(nodes[ni].fd.as_raw_fd())
-                .build();
-            let msg = veth(port, iface.mtu, PORT_IFINDEX_BASE + port_no, None, peer).controller(br).build();
-            port_no += 1;
-            futs.push(fabric.send(
-                format!("create veth {}:{} -> {port}@{bridge}", node.name, iface.name),
-                RouteNetlinkMessage::NewLink(msg),
-                CREATE,
-            ));
-        }
-    }
-    // Point-to-point links: both ends created directly in their node namespaces.
-    let index_of = |node: &str| plan.node_index(node);
-    for l in &plan.links {
-        let (Some(ai), Some(bi)) = (index_of(&l.a.node), index_of(&l.b.node)) else {
-            return Err(KernelError::Invalid(format!("link {} names an unknown node", l.index)));
-        };
-        let end = |ni: usize, ifname: &str| -> Result<(u32, Vec<u8>), KernelError> {
-            let node = &plan.nodes[ni];
-            let k = node.interfaces.iter().position(|i| i.name == ifname).ok_or_else(|| {
-                KernelError::Invalid(format!("link {}: {} has no interface {ifname}", l.index, node.name))
-            })?;
-            Ok((node_ifindex(k), node.interfaces[k].mac.0.to_vec()))
-        };
-        let (a_idx, a_mac) = end(ai, &l.a.iface)?;
-        let (b_idx, b_mac) = end(bi, &l.b.iface)?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(l.b.iface.clone())
-            .address(b_mac)
-            .mtu(l.mtu)
-            .index(b_idx)
-            .setns_by_fd(nodes[bi].fd.as_raw_fd())
-            .build();
-        let msg = veth(&l.a.iface, l.mtu, a_idx, Some(nodes[ai].fd.as_raw_fd()), peer).address(a_mac).build();
-        futs.push(fabric.send(
-            format!("create link {}:{} <-> {}:{}", l.a.node, l.a.iface, l.b.node, l.b.iface),
-            RouteNetlinkMessage::NewLink(msg),
-            CREATE,
-        ));
-    }
-    let errors = netlink::settle(futs).await;
-    if let Some(e) = first_of(errors) {
-        return Err(e);
-    }
-    progress(opts, Progress::Advance(plan.links.len() as u64));
-
-    // Per node: lo up, addresses, routes — in that order on the node's own socket.
-    let mut futs = Vec::new();
-    // The connections must outlive the requests: dropping the last handle ends a connection.
-    let mut conns = Vec::with_capacity(nodes.len());
-    for (node, ns) in plan.nodes.iter().zip(nodes.iter_mut()) {
-        let fd = ns.sock.take().ok_or_else(|| KernelError::Backend("netlink socket used twice".into()))?;
-        let mut c = Conn::new(&node.netns, fd)
-            .map_err(|e| KernelError::io(format!("netlink in {}", node.netns), e))?;
-        for (what, msg, flags) in node_messages(node)? {
-            futs.push(c.send(what, msg, flags));
-        }
-        conns.push(c);
-    }
-    let errors = netlink::settle(futs).await;
-    drop(conns);
-    if let Some(e) = first_of(errors) {
-        return Err(e);
-    }
-    progress(opts, Progress::Advance(plan.nodes.len() as u64));
-    Ok(())
 }
 
 fn first_of(errors: Vec<KernelError>) -> Option<KernelError> {
@@ -495,8 +648,6 @@ fn veth(
     }
     b
 }
-
-type Request = (String, RouteNetlinkMessage, u16);
 
 /// The requests that configure one node inside its namespace.
 fn node_messages(node: &NodePlan) -> Result<Vec<Request>, KernelError> {
@@ -568,9 +719,13 @@ fn addr6(index: u32, ip: Ipv6Addr, prefix: u8) -> RouteNetlinkMessage {
 }
 
 fn write_deferred_sysctls(plan: &Plan, nodes: &[NodeNs]) -> Result<(), KernelError> {
+    if nodes.iter().all(|n| n.deferred.is_empty()) {
+        return Ok(());
+    }
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), KernelError> {
-            for (node, ns) in plan.nodes.iter().zip(nodes) {
+            for ns in nodes {
+                let node = &plan.nodes[ns.index];
                 if ns.deferred.is_empty() {
                     continue;
                 }
@@ -589,8 +744,11 @@ fn write_deferred_sysctls(plan: &Plan, nodes: &[NodeNs]) -> Result<(), KernelErr
 }
 
 /// `/etc/netns/<netns>/{hosts,resolv.conf}`: every node resolves every other by name; no
-/// nameserver outside the lab.
-fn write_etc_files(plan: &Plan) -> Result<(), KernelError> {
+/// nameserver outside the lab. Every node's files are the same, so they are written once, in
+/// the state directory (`etc/`), and `/etc/netns/<netns>` is a symbolic link to that directory
+/// (`ip netns exec` and `topo exec` follow it). The links are hard links of one symbolic link,
+/// `/etc/netns/topo-<lab>` (the fabric's name): no inode per node on the disk filesystem.
+fn write_etc_files(plan: &Plan, sd: &StateDir) -> Result<(), KernelError> {
     let mut hosts = String::from("# written by topo for lab ");
     hosts.push_str(&plan.lab);
     hosts.push_str("\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -601,12 +759,25 @@ fn write_etc_files(plan: &Plan) -> Result<(), KernelError> {
         "# written by topo: names come from /etc/hosts; no nameserver outside the lab\nsearch {}\noptions ndots:1 timeout:1 attempts:1\n",
         plan.lab
     );
+    let target = sd.etc_dir();
+    let io_err = |what: &str, p: &Path, e| KernelError::io(format!("{what} {}", p.display()), e);
+    fs::write(target.join("hosts"), &hosts).map_err(|e| io_err("write", &target.join("hosts"), e))?;
+    fs::write(target.join("resolv.conf"), &resolv)
+        .map_err(|e| io_err("write", &target.join("resolv.conf"), e))?;
+    let etc_netns = Path::new(topo_netns::ETC_NETNS_DIR);
+    fs::create_dir_all(etc_netns).map_err(|e| io_err("create", etc_netns, e))?;
+    let anchor = etc_netns.join(&plan.fabric.netns);
+    std::os::unix::fs::symlink(&target, &anchor).map_err(|e| io_err("create", &anchor, e))?;
     for n in &plan.nodes {
-        let dir = Path::new(topo_netns::ETC_NETNS_DIR).join(&n.netns);
-        let io_err = |what: &str, e| KernelError::io(format!("{what} {}", dir.display()), e);
-        fs::create_dir_all(&dir).map_err(|e| io_err("create", e))?;
-        fs::write(dir.join("hosts"), &hosts).map_err(|e| io_err("write hosts in", e))?;
-        fs::write(dir.join("resolv.conf"), &resolv).map_err(|e| io_err("write resolv.conf in", e))?;
+        let link = etc_netns.join(&n.netns);
+        match nix::unistd::linkat(None, &anchor, None, &link, nix::fcntl::AtFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::Error::EEXIST) => {
+                return Err(io_err("create", &link, io::Error::from(io::ErrorKind::AlreadyExists)))
+            }
+            // No hard links here: a symbolic link of its own.
+            Err(_) => std::os::unix::fs::symlink(&target, &link).map_err(|e| io_err("create", &link, e))?,
+        }
     }
     Ok(())
 }

@@ -1,6 +1,5 @@
-//! rtnetlink plumbing: sockets opened inside namespaces (on a dedicated thread), driven from a
-//! tokio runtime; requests are written in order and their acknowledgements awaited together, so
-//! one namespace's work is pipelined and many namespaces proceed at once.
+//! rtnetlink plumbing: sockets opened inside namespaces (on a dedicated thread). `up` drives them
+//! synchronously in batches ([`SyncConn`]); `status` reads through a tokio connection ([`Conn`]).
 
 use std::future::Future;
 use std::io;
@@ -71,40 +70,6 @@ impl Conn {
         Ok(Conn { ns: ns.to_owned(), handle })
     }
 
-    /// Queue `msg` now (requests go out in call order) and return a future of its acknowledgement.
-    pub fn send(
-        &mut self,
-        what: String,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> impl Future<Output = Result<(), KernelError>> + use<> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        let ns = self.ns.clone();
-        let stream = self.handle.request(req);
-        async move {
-            let mut stream = stream.map_err(|e| KernelError::Netlink {
-                ns: ns.clone(),
-                what: what.clone(),
-                msg: e.to_string(),
-            })?;
-            while let Some(m) = stream.next().await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    return match e.code {
-                        Some(_) => Err(KernelError::Netlink { ns, what, msg: e.to_io().to_string() }),
-                        None => Ok(()),
-                    };
-                }
-            }
-            // The stream ended without an acknowledgement: the connection died.
-            Err(KernelError::Netlink {
-                ns,
-                what,
-                msg: "no acknowledgement (netlink connection closed)".into(),
-            })
-        }
-    }
-
     /// Send a dump request and collect the replies.
     pub fn dump(
         &mut self,
@@ -139,14 +104,6 @@ impl Conn {
     }
 }
 
-/// Await every future; return all errors (in order), not just the first.
-pub async fn settle<F>(futs: Vec<F>) -> Vec<KernelError>
-where
-    F: Future<Output = Result<(), KernelError>>,
-{
-    futures::future::join_all(futs).await.into_iter().filter_map(Result::err).collect()
-}
-
 /// A single-threaded runtime: the work is syscalls under the kernel's RTNL lock, so more threads
 /// would not help; sockets stay bound to their namespaces whichever thread drives them.
 pub fn runtime() -> Result<tokio::runtime::Runtime, KernelError> {
@@ -166,6 +123,152 @@ pub fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+        }
+    }
+}
+
+/// One request: what it does (for errors), the message, its netlink flags.
+pub type Request = (String, RouteNetlinkMessage, u16);
+
+/// Most bytes of requests written in one `sendmsg` (well below the default socket send buffer,
+/// which bounds a netlink message batch).
+const BATCH_BYTES: usize = 64 << 10;
+
+/// A netlink socket of one namespace driven synchronously from one thread. Requests go out in
+/// batches, many per `sendmsg`; only the last of a batch asks for an acknowledgement. The kernel
+/// handles a batch's messages in order inside the `sendmsg` and reports every failure whether
+/// or not it was asked to, so when the last acknowledgement arrives every error is already in.
+pub struct SyncConn {
+    pub ns: String,
+    sock: Socket,
+    seq: u32,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+}
+
+impl SyncConn {
+    /// Wrap a blocking socket from [`socket_here`].
+    pub fn new(ns: &str, fd: OwnedFd) -> SyncConn {
+        // SAFETY: `fd` is a valid netlink socket we own; from_raw_fd takes ownership of it.
+        let sock = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
+        // A safety net: the acknowledgement comes back within the sendmsg, so this never waits
+        // in practice; a lost one fails instead of hanging `up`.
+        let tv = libc::timeval { tv_sec: 30, tv_usec: 0 };
+        // SAFETY: setsockopt on a valid fd with a pointer to a timeval and its size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        SyncConn { ns: ns.to_owned(), sock, seq: 0, out: Vec::new(), inb: vec![0; 64 << 10] }
+    }
+
+    /// Carry out `reqs` in order. Returns every failure (a failed request does not stop the
+    /// ones after it, like the kernel).
+    pub fn run(&mut self, reqs: &[Request]) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        let mut start = 0;
+        while start < reqs.len() {
+            let end = self.fill(reqs, start);
+            if let Err(e) = self.exchange(reqs, start, end, &mut errors) {
+                errors.push(e);
+                break;
+            }
+            start = end;
+        }
+        // Replies to requests of a failed exchange must not be taken for later ones.
+        self.seq = self.seq.wrapping_add(reqs.len() as u32 + 1);
+        errors
+    }
+
+    /// Serialize requests from `start` into `self.out` up to BATCH_BYTES (at least one); the
+    /// last gets NLM_F_ACK. Sequence numbers are `self.seq + index`. Returns the end index.
+    fn fill(&mut self, reqs: &[Request], start: usize) -> usize {
+        self.out.clear();
+        let mut end = start;
+        let mut msgs = Vec::new();
+        while end < reqs.len() {
+            let (_, msg, flags) = &reqs[end];
+            let mut m = NetlinkMessage::from(msg.clone());
+            m.header.flags = flags & !NLM_F_ACK;
+            m.header.sequence_number = self.seq.wrapping_add(end as u32);
+            m.finalize();
+            let len = m.buffer_len();
+            if end > start && self.out.len() + len > BATCH_BYTES {
+                break;
+            }
+            let at = self.out.len();
+            self.out.resize(at + len, 0);
+            msgs.push((at, m));
+            end += 1;
+        }
+        let last = msgs.len() - 1;
+        for (i, (at, m)) in msgs.iter_mut().enumerate() {
+            if i == last {
+                m.header.flags |= NLM_F_ACK;
+            }
+            let len = m.buffer_len();
+            m.serialize(&mut self.out[*at..*at + len]);
+        }
+        end
+    }
+
+    fn exchange(
+        &mut self,
+        reqs: &[Request],
+        start: usize,
+        end: usize,
+        errors: &mut Vec<KernelError>,
+    ) -> Result<(), KernelError> {
+        let fail =
+            |what: &str, msg: String| KernelError::Netlink { ns: self.ns.clone(), what: what.into(), msg };
+        self.sock.send(&self.out, 0).map_err(|e| fail("send requests", e.to_string()))?;
+        let base = self.seq;
+        let last = base.wrapping_add(end as u32 - 1);
+        loop {
+            let n = self.sock.recv(&mut &mut self.inb[..], 0).map_err(|e| {
+                let msg = if e.kind() == io::ErrorKind::WouldBlock {
+                    "no acknowledgement within 30 s".to_owned()
+                } else {
+                    e.to_string()
+                };
+                fail("receive acknowledgements", msg)
+            })?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes([
+                    self.inb[off],
+                    self.inb[off + 1],
+                    self.inb[off + 2],
+                    self.inb[off + 3],
+                ]) as usize;
+                if len < 16 || off + len > n {
+                    break;
+                }
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.inb[off..off + len])
+                    .map_err(|e| fail("parse a reply", e.to_string()))?;
+                off += (len + 3) & !3;
+                let seq = m.header.sequence_number;
+                let idx = seq.wrapping_sub(base) as usize;
+                if let NetlinkPayload::Error(e) = m.payload {
+                    if let Some(code) = e.code {
+                        let what =
+                            reqs.get(idx).filter(|_| idx >= start && idx < end).map_or("?", |r| r.0.as_str());
+                        errors.push(KernelError::Netlink {
+                            ns: self.ns.clone(),
+                            what: what.to_owned(),
+                            msg: io::Error::from_raw_os_error(-code.get()).to_string(),
+                        });
+                    }
+                    if seq == last {
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ pub enum JournalEntry {
     Netns { name: String },
     /// A persisted UTS namespace file.
     Uts { path: PathBuf },
-    /// A per-namespace `/etc/netns/<netns>` directory.
+    /// A per-namespace `/etc/netns/<netns>` entry (a directory, or a link to one).
     Etc { path: PathBuf },
     /// A process topo started.
     Pid { pid: i32, node: String, what: String },
@@ -93,6 +93,10 @@ impl StateDir {
     }
     pub fn uts_path(&self, node: &str) -> PathBuf {
         self.uts_dir().join(node)
+    }
+    /// The `hosts` and `resolv.conf` every `/etc/netns/<netns>` of the lab links to.
+    pub fn etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
     }
     pub fn nodes_dir(&self) -> PathBuf {
         self.dir.join("nodes")

@@ -16,6 +16,8 @@ use topo_plan::Plan;
 use crate::state::{JournalEntry, Phase, StateDir};
 use crate::{hooks, DownReport, GcReport, KernelError, DEFAULT_LOCK_WAIT, NETNS_PREFIX, STATE_ROOT};
 
+/// Threads deleting namespaces at once (their unmounts mostly wait; see `delete_many`).
+const DELETE_THREADS: usize = 16;
 /// How long processes get to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -93,8 +95,16 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Inodes of the named namespaces that exist (stat follows the bind mount to the nsfs inode).
+/// A name that is not mounted (a half-built lab) stats as its disk file, whose inode number
+/// means nothing in `/proc/*/ns/net`: only inodes on the namespace filesystem count.
 fn netns_inodes(names: &BTreeSet<String>) -> HashSet<u64> {
-    names.iter().filter_map(|n| fs::metadata(topo_netns::path_of(n)).ok()).map(|m| m.ino()).collect()
+    let Ok(nsfs) = fs::metadata("/proc/self/ns/net").map(|m| m.dev()) else { return HashSet::new() };
+    names
+        .iter()
+        .filter_map(|n| fs::metadata(topo_netns::path_of(n)).ok())
+        .filter(|m| m.dev() == nsfs)
+        .map(|m| m.ino())
+        .collect()
 }
 
 /// PIDs of processes whose network namespace is one of `inodes`: one pass over /proc.
@@ -242,14 +252,26 @@ fn teardown_kernel(
     let inodes = netns_inodes(netns);
     report.processes_killed += kill_in(&inodes, errors);
     lap("processes");
-    for n in netns {
-        match topo_netns::delete(n) {
-            Ok(()) => report.namespaces += 1,
-            Err(e) => errors.push(e.to_string()),
+    // Each unmount waits for an RCU grace period; on many threads the waits overlap.
+    let names: Vec<String> = netns.iter().cloned().collect();
+    let (deleted, errs) = topo_netns::delete_many(&names, DELETE_THREADS);
+    report.namespaces += deleted;
+    errors.extend(errs.into_iter().map(|e| e.to_string()));
+    lap("namespaces");
+    // The lab's UTS tmpfs goes with all the namespace files on it in one (lazy) unmount; files
+    // outside it (or without it) one by one.
+    let mut detached: Vec<&Path> = Vec::new();
+    for p in uts.iter().filter(|p| p.is_dir()) {
+        match nix::mount::umount2(p.as_path(), nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => detached.push(p),
+            Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+            Err(e) => errors.push(format!("unmount {}: {e}", p.display())),
         }
     }
-    lap("namespaces");
-    for p in uts {
+    for p in uts.iter().filter(|p| !detached.iter().any(|d| p.starts_with(d))) {
+        if p.is_dir() {
+            continue; // an unmounted directory: removed with the state directory
+        }
         if let Err(e) = topo_netns::remove_ns_file(p) {
             errors.push(format!("remove UTS namespace {}: {e}", p.display()));
         }

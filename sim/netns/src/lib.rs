@@ -326,6 +326,38 @@ pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
     std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
+/// Write several sysctls in the calling thread's namespace, in order; one result per key.
+///
+/// `/proc/sys` keeps one entry per network namespace under the same name, so every path
+/// lookup of `/proc/sys/net/...` compares against the entries of every namespace on the
+/// machine. The `net` directory is looked up once here and the keys below it are opened
+/// relative to it.
+pub fn write_sysctls<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<io::Result<()>> {
+    let net = File::open("/proc/sys/net").ok();
+    pairs
+        .into_iter()
+        .map(|(key, value)| match (&net, key.strip_prefix("net.")) {
+            (Some(dir), Some(rest)) => {
+                let rel = rest.replace('.', "/");
+                let write = || -> io::Result<()> {
+                    let fd = nix::fcntl::openat(
+                        Some(dir.as_raw_fd()),
+                        rel.as_str(),
+                        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(nix_io)?;
+                    // SAFETY: openat returned a new fd that nothing else owns.
+                    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    std::io::Write::write_all(&mut f, value.as_bytes())
+                };
+                write().map_err(|e| io::Error::new(e.kind(), format!("/proc/sys/net/{rel}: {e}")))
+            }
+            _ => write_sysctl(key, value),
+        })
+        .collect()
+}
+
 /// Read a sysctl in the calling thread's namespace.
 pub fn read_sysctl(key: &str) -> io::Result<String> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
