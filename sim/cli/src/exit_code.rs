@@ -16,3 +16,5 @@ pub const LOCKED: i32 = 5;
 pub const NEED_ROOT: i32 = 6;
 /// Interrupted (Ctrl-C); the lab was rolled back or torn down.
 pub const INTERRUPTED: i32 = 130;
+/// stdout was closed before topo finished writing (e.g. piped into `head`), reported as a shell reports SIGPIPE.
+pub const BROKEN_PIPE: i32 = 141;
