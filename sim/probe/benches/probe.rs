@@ -26,7 +26,9 @@ fn main() {
     }
     let runs = env_num("PROBE_BENCH_RUNS", 5).max(1);
     let sample = env_num("PROBE_BENCH_SAMPLE", 40).max(1);
-    let have_fping = Command::new("fping").arg("-v").output().is_ok();
+    // PROBE_BENCH_BASELINES=0: topo only (for profiling).
+    let baselines = env_num("PROBE_BENCH_BASELINES", 1) != 0;
+    let have_fping = baselines && Command::new("fping").arg("-v").output().is_ok();
     println!(
         "all-pairs ICMP on one LAN ({} cores)",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
@@ -49,6 +51,16 @@ fn main() {
             let bad = d.pairs.iter().filter(|p| !p.reached).count();
             assert_eq!(bad, 0, "{bad} of {pairs} pairs unreached");
             probes = d.probes_sent;
+            if std::env::var_os("PROBE_BENCH_VERBOSE").is_some() {
+                eprintln!(
+                    "    run: {:.3} s, setup {} ms, {} rounds, {} probes, {} neighbour entries installed",
+                    times.last().map_or(0.0, Duration::as_secs_f64),
+                    d.setup_ms,
+                    d.rounds,
+                    d.probes_sent,
+                    d.neighbours_installed
+                );
+            }
         }
         times.sort();
         let (best, median) = (times[0], times[times.len() / 2]);
@@ -58,7 +70,7 @@ fn main() {
         let mut sampled = 0;
         let t = Instant::now();
         let mut i = 0;
-        while sampled < sample && i < pairs {
+        while baselines && sampled < sample && i < pairs {
             let (s, d) = (i / (n - 1), i % (n - 1));
             let d = if d >= s { d + 1 } else { d };
             let addr = lab.plan.nodes[d].primary_address().expect("address").to_string();
@@ -72,7 +84,7 @@ fn main() {
             sampled += 1;
             i += step;
         }
-        let naive = t.elapsed().mul_f64(pairs as f64 / sampled as f64);
+        let naive = t.elapsed().mul_f64(pairs as f64 / sampled.max(1) as f64);
 
         let fping = have_fping.then(|| {
             let t = Instant::now();

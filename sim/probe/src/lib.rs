@@ -19,6 +19,7 @@
 
 mod converge;
 mod nat;
+pub mod neigh;
 mod path;
 mod reach;
 pub mod responder;
@@ -75,19 +76,31 @@ impl From<ProbeError> for LabError {
 }
 
 /// How hard to try.
+///
+/// A pair counts as *not reached* only after `attempts` rounds in a row without an answer
+/// (each round waits `attempt_timeout`, doubling per round up to 8x: 100 + 200 + 400 ms by
+/// default), so one lost probe never makes a reachable pair look cut. A pair counts as
+/// *reached* on its first answer.
 #[derive(Debug, Clone)]
 pub struct ProbeOpts {
-    /// Stop retrying mismatching pairs after this long (failures of the first round are
-    /// always retried once, however long that round took).
+    /// Keep re-probing pairs that disagree with `expect` this long (routing is eventually
+    /// consistent). Without an expectation every pair gets `attempts` rounds at most.
     pub deadline: Duration,
     /// Wait for replies of one round this long after its last probe (doubles each round, up to
     /// 8x). A round that gets every reply ends at once.
     pub attempt_timeout: Duration,
-    /// Probes sent but not yet answered, at most.
+    /// Consecutive unanswered rounds after which a pair counts as not reached (at least 1).
+    pub attempts: u32,
+    /// Probes sent but not yet answered, at most (UDP; ICMP drains each source's replies
+    /// right after sending its batch).
     pub max_in_flight: usize,
     /// Expected outcome per (from, to). Pairs expected unreachable are re-probed while they are
     /// reached; pairs expected reachable while they are not. Missing pairs: expected reachable.
     pub expect: Option<HashMap<(String, String), bool>>,
+    /// Pre-install permanent neighbour entries for LAN pairs when the run would otherwise need
+    /// more dynamic ones than the host-wide neighbour table comfortably holds (see
+    /// [`neigh`]). On by default.
+    pub static_neighbours: bool,
 }
 
 impl Default for ProbeOpts {
@@ -95,8 +108,10 @@ impl Default for ProbeOpts {
         ProbeOpts {
             deadline: Duration::from_secs(5),
             attempt_timeout: Duration::from_millis(100),
+            attempts: 3,
             max_in_flight: 4096,
             expect: None,
+            static_neighbours: true,
         }
     }
 }

@@ -4,20 +4,18 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use topo_lab::{PairOutcome, Proto, ReachMatrix, ReachRequest};
 use topo_plan::Plan;
 
 use crate::sys::{self, Icmp};
-use crate::{node, ns_thread_for, primary, runtime_mt, token, ProbeError, ProbeOpts};
+use crate::{neigh, node, ns_thread_for, primary, runtime_mt, token, ProbeError, ProbeOpts};
 
 /// A pair's outcome with what the engine saw on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +42,16 @@ pub struct ReachDetail {
     pub pairs: Vec<PairDetail>,
     pub probes_sent: u64,
     pub elapsed_ms: u64,
+    /// Probe rounds run (a round probes every pair not yet settled).
+    #[serde(default)]
+    pub rounds: u32,
+    /// Time before the first probe: namespaces, sockets, neighbour entries.
+    #[serde(default)]
+    pub setup_ms: u64,
+    /// Permanent neighbour entries installed for this run (and removed after it); see
+    /// [`crate::neigh`].
+    #[serde(default)]
+    pub neighbours_installed: usize,
 }
 
 impl ReachDetail {
@@ -157,16 +165,23 @@ impl Index {
 
 struct Run {
     pairs: Vec<(usize, usize)>,
-    expect: Vec<bool>,
+    /// Expected outcome; `None`: no expectation (a snapshot: reached on the first answer, not
+    /// reached after `max_attempts` unanswered rounds).
+    expect: Vec<Option<bool>>,
     settled: Vec<bool>,
     result: Vec<bool>,
     reason: Vec<Option<String>>,
     attempts: Vec<u32>,
+    /// Consecutive rounds without an answer.
+    fails: Vec<u32>,
     any_reply: Vec<bool>,
     sent: Vec<Option<SocketAddrV4>>,
     observed: Vec<Option<SocketAddrV4>>,
+    max_attempts: u32,
     // Per round:
     got: Vec<bool>,
+    /// A reply to an earlier round arrived during this one (slow, but there).
+    late: Vec<bool>,
     err: Vec<Option<String>>,
     round: u32,
     answered: usize,
@@ -174,23 +189,29 @@ struct Run {
 }
 
 impl Run {
+    fn reply(&mut self, p: usize, attempt: u32) {
+        self.any_reply[p] = true;
+        if attempt == self.round {
+            if !self.got[p] && self.err[p].is_none() {
+                self.answered += 1;
+            }
+            self.got[p] = true;
+        } else {
+            self.late[p] = true;
+        }
+    }
+
     fn on(&mut self, ev: Ev) {
         match ev {
             Ev::Reply { pair, attempt, sent, observed } => {
                 let p = pair as usize;
-                self.any_reply[p] = true;
                 if sent.is_some() {
                     self.sent[p] = sent;
                 }
                 if observed.is_some() {
                     self.observed[p] = observed;
                 }
-                if attempt == self.round && !self.got[p] && self.err[p].is_none() {
-                    self.answered += 1;
-                }
-                if attempt == self.round {
-                    self.got[p] = true;
-                }
+                self.reply(p, attempt);
             }
             Ev::Error { pair, attempt, text } => {
                 let p = pair as usize;
@@ -207,8 +228,13 @@ impl Run {
         self.round += 1;
         self.answered = 0;
         let todo: Vec<usize> = (0..self.pairs.len()).filter(|p| !self.settled[*p]).collect();
+        if todo.is_empty() {
+            // Nothing left: this is no round.
+            self.round -= 1;
+        }
         for &p in &todo {
             self.got[p] = false;
+            self.late[p] = false;
             self.err[p] = None;
             self.attempts[p] += 1;
         }
@@ -217,14 +243,25 @@ impl Run {
 
     fn settle(&mut self, todo: &[usize]) {
         for &p in todo {
-            let reached = self.got[p] || (self.expect[p] && self.any_reply[p]);
+            // Pairs not expected to be cut also count answers to earlier rounds.
+            let reached = self.got[p] || self.late[p] || (self.expect[p] != Some(false) && self.any_reply[p]);
             self.result[p] = reached;
             self.reason[p] =
                 if reached { None } else { Some(self.err[p].take().unwrap_or_else(|| "timeout".into())) };
-            if reached == self.expect[p] {
-                self.settled[p] = true;
-            }
+            self.fails[p] = if reached { 0 } else { self.fails[p] + 1 };
+            let enough = self.fails[p] >= self.max_attempts;
+            self.settled[p] = match self.expect[p] {
+                None => reached || enough,
+                Some(true) => reached,
+                Some(false) => !reached && enough,
+            };
         }
+    }
+
+    /// Another round? Unsettled pairs always get `max_attempts` rounds; after that, only
+    /// while the deadline allows (pairs that disagree with their expectation).
+    fn more(&self, start: Instant, opts: &ProbeOpts) -> bool {
+        self.round < self.max_attempts || !deadline_passed(start, opts)
     }
 }
 
@@ -249,16 +286,27 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
             }
         }
     }
-    let expect: Vec<bool> = pairs
-        .iter()
-        .map(|&(si, di)| {
-            opts.expect
-                .as_ref()
-                .and_then(|e| e.get(&(req.from[si].clone(), req.to[di].clone())))
-                .copied()
-                .unwrap_or(true)
-        })
-        .collect();
+    // Expectations by index (no per-pair allocation); pairs the map lacks: expected reached.
+    let mut expect: Vec<Option<bool>> = vec![opts.expect.as_ref().map(|_| true); pairs.len()];
+    if let Some(e) = &opts.expect {
+        fn by_name(names: &[String]) -> HashMap<&str, Vec<usize>> {
+            let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (i, n) in names.iter().enumerate() {
+                m.entry(n.as_str()).or_default().push(i);
+            }
+            m
+        }
+        let (src_ix, dst_ix) = (by_name(&req.from), by_name(&req.to));
+        for ((a, b), v) in e {
+            for &si in src_ix.get(a.as_str()).into_iter().flatten() {
+                for &di in dst_ix.get(b.as_str()).into_iter().flatten() {
+                    if pair_of[si * ndst + di] != NO_PAIR {
+                        expect[pair_of[si * ndst + di] as usize] = Some(*v);
+                    }
+                }
+            }
+        }
+    }
     let n = pairs.len();
     let mut run = Run {
         pairs,
@@ -267,10 +315,13 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
         result: vec![false; n],
         reason: vec![None; n],
         attempts: vec![0; n],
+        fails: vec![0; n],
         any_reply: vec![false; n],
         sent: vec![None; n],
         observed: vec![None; n],
+        max_attempts: opts.attempts.max(1),
         got: vec![false; n],
+        late: vec![false; n],
         err: vec![None; n],
         round: 0,
         answered: 0,
@@ -287,18 +338,52 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
         pair_of,
         dst_by_addr: dst_addr.iter().enumerate().map(|(i, a)| (*a, i)).collect(),
     });
-    // Namespace thread: sources first (index si), then destinations (nsrc + di).
-    let mut ns_names: Vec<&str> = req.from.iter().map(String::as_str).collect();
-    ns_names.extend(req.to.iter().map(String::as_str));
-    let nst = ns_thread_for(plan, &ns_names)?;
-    if n > 0 {
-        let rt = runtime_mt()?;
-        match req.proto {
-            Proto::Icmp => rt.block_on(icmp(&nst, &mut run, &index, &dst_addr, nsrc, opts))?,
-            Proto::Udp(port) => rt.block_on(udp(&nst, &mut run, &index, &dst_addr, nsrc, port, opts))?,
-            Proto::Tcp(port) => rt.block_on(tcp(&nst, &mut run, &index, &dst_addr, nsrc, port, opts))?,
+    // Namespace thread: every node once (sources and destinations overlap).
+    let mut ns_names: Vec<&str> = Vec::new();
+    let mut pos: HashMap<&str, usize> = HashMap::new();
+    let mut ns = NsMap { src: Vec::with_capacity(nsrc), dst: Vec::with_capacity(ndst) };
+    for (list, out) in [(&req.from, &mut ns.src), (&req.to, &mut ns.dst)] {
+        for name in list {
+            let i = *pos.entry(name.as_str()).or_insert_with(|| {
+                ns_names.push(name.as_str());
+                ns_names.len() - 1
+            });
+            out.push(i);
         }
     }
+    let nst = ns_thread_for(plan, &ns_names)?;
+    let (mut neigh_added, mut setup_ms) = (0, 0);
+    if n > 0 {
+        let installed = if opts.static_neighbours {
+            let nodes: Vec<&topo_plan::NodePlan> =
+                ns_names.iter().map(|name| node(plan, name)).collect::<Result<_, _>>()?;
+            let ns_of: Vec<usize> = (0..nodes.len()).collect();
+            let need = neigh::needed(
+                &nodes,
+                run.pairs.iter().map(|&(si, di)| (ns.src[si], ns.dst[di], dst_addr[di])),
+            );
+            let t = Instant::now();
+            let r = neigh::install(&nst, &nodes, &ns_of, need)?;
+            tracing::debug!(elapsed = ?t.elapsed(), "neighbour step");
+            r
+        } else {
+            None
+        };
+        neigh_added = installed.as_ref().map_or(0, |i| i.added);
+        setup_ms = started.elapsed().as_millis() as u64;
+        let res = match req.proto {
+            Proto::Icmp => icmp(&nst, &mut run, &index, &dst_addr, &ns, opts),
+            Proto::Udp(port) => runtime_mt()
+                .and_then(|rt| rt.block_on(udp(&nst, &mut run, &index, &dst_addr, &ns, port, opts))),
+            Proto::Tcp(port) => runtime_mt()
+                .and_then(|rt| rt.block_on(tcp(&nst, &mut run, &index, &dst_addr, &ns, port, opts))),
+        };
+        if let Some(i) = installed {
+            i.remove();
+        }
+        res?;
+    }
+    let probed_at = started.elapsed();
     // Emit sorted by (from, to) without comparing pairs: walk sources and destinations in
     // name order (pair indices are dense in (si, di)).
     let mut src_order: Vec<usize> = (0..nsrc).collect();
@@ -322,11 +407,15 @@ pub fn reach_detailed(plan: &Plan, req: &ReachRequest, opts: &ProbeOpts) -> Resu
             });
         }
     }
+    tracing::debug!(setup_ms, probed = ?probed_at, total = ?started.elapsed(), rounds = run.round, "reach phases");
     Ok(ReachDetail {
         proto: req.proto,
         pairs: out,
         probes_sent: run.probes_sent,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        rounds: run.round,
+        setup_ms,
+        neighbours_installed: neigh_added,
     })
 }
 
@@ -361,144 +450,202 @@ fn deadline_passed(start: Instant, opts: &ProbeOpts) -> bool {
     start.elapsed() >= opts.deadline
 }
 
-async fn icmp(
+/// Where each source and destination lives in the namespace thread (each node opened once).
+struct NsMap {
+    src: Vec<usize>,
+    dst: Vec<usize>,
+}
+
+/// Probes per `sendmmsg` / replies per `recvmmsg`.
+const BATCH: usize = sys::MMSG_BATCH;
+
+/// One source's share of a round: (pair, destination index).
+type SrcWork = Vec<(u32, u32)>;
+
+/// What a sending thread saw: replies as (pair, attempt), and errors.
+#[derive(Default)]
+struct Seen {
+    replies: Vec<(u32, u32)>,
+    errors: Vec<Ev>,
+}
+
+/// Receive buffers of one thread.
+struct RecvBufs {
+    bufs: Box<[[u8; 256]; sys::MMSG_BATCH]>,
+    lens: [usize; sys::MMSG_BATCH],
+}
+
+impl RecvBufs {
+    fn new() -> Self {
+        RecvBufs { bufs: Box::new([[0u8; 256]; sys::MMSG_BATCH]), lens: [0; sys::MMSG_BATCH] }
+    }
+}
+
+/// Read everything queued on a source's socket (without blocking).
+fn drain_icmp(
+    fd: std::os::fd::BorrowedFd<'_>,
+    si: usize,
+    (tok, id): (u32, u16),
+    index: &Index,
+    rb: &mut RecvBufs,
+    seen: &mut Seen,
+) {
+    loop {
+        let Ok(n) = sys::recv_many(fd, &mut rb.bufs, &mut rb.lens) else { return };
+        for (b, &len) in rb.bufs.iter().zip(&rb.lens).take(n) {
+            match icmp_event(&b[..len], tok, id, si, index) {
+                Some(Ev::Reply { pair, attempt, .. }) => seen.replies.push((pair, attempt)),
+                Some(e) => seen.errors.push(e),
+                None => {}
+            }
+        }
+        if n < sys::MMSG_BATCH {
+            return;
+        }
+    }
+}
+
+/// ICMP echo over raw sockets, without an async runtime: the kernel carries a probe's whole
+/// round trip (veth, bridge, the destination's reply) inside the sender's `sendmmsg`, so one
+/// thread per core sends each source's probes in batches and reads that source's replies
+/// right after (they are already queued); whatever the kernel deferred is collected with
+/// `poll` at the end of the round.
+fn icmp(
     nst: &sys::NsThread,
     run: &mut Run,
-    index: &Arc<Index>,
+    index: &Index,
     dst_addr: &[Ipv4Addr],
-    nsrc: usize,
+    ns: &NsMap,
     opts: &ProbeOpts,
 ) -> Result<(), ProbeError> {
     let tok = token();
     let id = tok as u16;
-    let mut socks: Vec<Arc<AsyncFd<OwnedFd>>> = Vec::with_capacity(nsrc);
-    for si in 0..nsrc {
-        let fd = nst
-            .run_async(si, sys::raw_icmp_socket)
-            .await
-            .map_err(|e| ProbeError::io("open ICMP socket", e))?;
-        socks.push(Arc::new(sys::async_fd(fd).map_err(|e| ProbeError::io("register ICMP socket", e))?));
-    }
-    let socks = Arc::new(socks);
-    let replies = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Ev>>();
-    let mut tasks = Vec::new();
-    for (si, s) in socks.iter().enumerate() {
-        let (s, tx, index, replies) = (s.clone(), tx.clone(), index.clone(), replies.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let Ok(mut guard) = s.readable().await else { return };
-                let mut evs = Vec::new();
-                loop {
-                    match sys::recv(s.get_ref().as_fd(), &mut buf) {
-                        Ok(len) => {
-                            if let Some(ev) = icmp_event(&buf[..len], tok, id, si, &index) {
-                                evs.push(ev);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                replies.fetch_add(evs.len(), Ordering::Relaxed);
-                if !evs.is_empty() && tx.send(evs).is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let nsrc = ns.src.len();
+    let socks: Vec<OwnedFd> = nst
+        .run_each(ns.src.clone(), |_| sys::raw_icmp_socket())
+        .map_err(|e| ProbeError::io("open ICMP sockets", e))?
+        .into_iter()
+        .collect::<io::Result<_>>()
+        .map_err(|e| ProbeError::io("open ICMP socket", e))?;
     let start = Instant::now();
-    let dst_addr: Arc<Vec<Ipv4Addr>> = Arc::new(dst_addr.to_vec());
-    // The kernel does a probe's whole round trip (veth, bridge, reply) inside the sender's
-    // sendto call, so sending is spread over one task per core.
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 4);
+    let mut work: Vec<SrcWork> = vec![Vec::new(); nsrc];
     loop {
         let todo = run.start_round();
         if todo.is_empty() {
             break;
         }
         let round = run.round;
-        let mut parts: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); workers];
+        for w in &mut work {
+            w.clear();
+        }
         for &p in &todo {
             let (si, di) = run.pairs[p];
-            parts[si % workers].push((p, si, di));
+            work[si].push((p as u32, di as u32));
         }
-        let mut senders = Vec::new();
-        for part in parts.into_iter().filter(|p| !p.is_empty()) {
-            let (socks, dst_addr, replies) = (socks.clone(), dst_addr.clone(), replies.clone());
-            let max_in_flight = opts.max_in_flight.max(1);
-            senders.push(tokio::spawn(async move {
-                let mut pkt = Vec::with_capacity(64);
-                let mut errors = Vec::new();
-                let mut sent = 0usize;
-                let base = replies.load(Ordering::Relaxed);
-                for (p, si, di) in part {
-                    sys::build_echo(&mut pkt, id, round as u16, &encode_tag(tok, si, di, round));
-                    let fd = socks[si].get_ref().as_fd();
-                    let mut tries = 0;
-                    loop {
-                        match sys::send_to(fd, &pkt, dst_addr[di]) {
-                            Ok(_) => {
-                                sent += 1;
-                                break;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 100 => {
-                                tries += 1;
-                                tokio::task::yield_now().await;
-                            }
-                            Err(e) => {
-                                // e.g. ENETUNREACH when the node has no route: an answer in itself.
-                                errors.push(Ev::Error {
-                                    pair: p as u32,
-                                    attempt: round,
-                                    text: format!("send: {e}"),
-                                });
-                                break;
+        let (work_ref, socks_ref, npairs) = (&work, &socks, todo.len());
+        let results: Vec<(usize, Seen)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    s.spawn(move || {
+                        let mut seen = Seen::default();
+                        seen.replies.reserve(npairs / workers + 1024);
+                        let mut rb = RecvBufs::new();
+                        let mut sent = 0usize;
+                        let mut pkts = [[0u8; 8 + TAG_LEN]; BATCH];
+                        let mut addrs = Vec::with_capacity(BATCH);
+                        for si in (w..nsrc).step_by(workers) {
+                            let fd = socks_ref[si].as_fd();
+                            for chunk in work_ref[si].chunks(BATCH) {
+                                addrs.clear();
+                                for (pkt, &(_, di)) in pkts.iter_mut().zip(chunk) {
+                                    sys::write_echo(
+                                        pkt,
+                                        id,
+                                        round as u16,
+                                        &encode_tag(tok, si, di as usize, round),
+                                    );
+                                    addrs.push(dst_addr[di as usize]);
+                                }
+                                let mut done = 0;
+                                let mut stalls = 0;
+                                while done < chunk.len() {
+                                    let (n, err) =
+                                        sys::send_many(fd, &pkts[done..chunk.len()], &addrs[done..]);
+                                    done += n;
+                                    sent += n;
+                                    match err {
+                                        None => {}
+                                        Some(e) if e.kind() == io::ErrorKind::WouldBlock && stalls < 1000 => {
+                                            // The send buffer is full: make room by reading.
+                                            stalls += 1;
+                                            drain_icmp(fd, si, (tok, id), index, &mut rb, &mut seen);
+                                            std::thread::yield_now();
+                                        }
+                                        Some(e) => {
+                                            // e.g. ENETUNREACH (no route): an answer in itself.
+                                            seen.errors.push(Ev::Error {
+                                                pair: chunk[done].0,
+                                                attempt: round,
+                                                text: format!("send: {e}"),
+                                            });
+                                            done += 1;
+                                        }
+                                    }
+                                }
+                                drain_icmp(fd, si, (tok, id), index, &mut rb, &mut seen);
                             }
                         }
-                    }
-                    // Bound what waits in receive buffers; let the receivers run now and then.
-                    let mut waited = 0;
-                    while sent.saturating_sub(replies.load(Ordering::Relaxed).saturating_sub(base))
-                        >= max_in_flight
-                        && waited < 1000
-                    {
-                        waited += 1;
-                        tokio::task::yield_now().await;
-                    }
-                    if sent % 128 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                (sent, errors)
-            }));
-        }
-        let mut sent_round = 0usize;
-        for s in senders {
-            let (sent, errors) =
-                s.await.map_err(|e| ProbeError::Invalid(format!("probe sender failed: {e}")))?;
-            sent_round += sent;
-            for e in errors {
+                        (sent, seen)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for (sent, seen) in results {
+            run.probes_sent += sent as u64;
+            for (p, a) in seen.replies {
+                run.reply(p as usize, a);
+            }
+            for e in seen.errors {
                 run.on(e);
             }
-            drain_ready(run, &mut rx);
         }
-        run.probes_sent += sent_round as u64;
-        let until = tokio::time::Instant::now() + round_timeout(opts, round);
-        wait_round(run, &mut rx, todo.len(), until).await;
+        // Replies the kernel deferred (softirq on another core, a loaded machine).
+        let until = Instant::now() + round_timeout(opts, round);
+        // Only sources with unanswered probes matter.
+        let mut open = vec![false; nsrc];
+        for &p in &todo {
+            if !run.got[p] && run.err[p].is_none() {
+                open[run.pairs[p].0] = true;
+            }
+        }
+        let fds: Vec<(usize, std::os::fd::BorrowedFd<'_>)> =
+            (0..nsrc).filter(|si| open[*si]).map(|si| (si, socks[si].as_fd())).collect();
+        while run.answered < todo.len() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let only: Vec<std::os::fd::BorrowedFd<'_>> = fds.iter().map(|(_, f)| *f).collect();
+            let ready = sys::poll_readable(&only, until - now).map_err(|e| ProbeError::io("poll", e))?;
+            let mut seen = Seen::default();
+            let mut rb = RecvBufs::new();
+            for k in ready {
+                let (si, fd) = fds[k];
+                drain_icmp(fd, si, (tok, id), index, &mut rb, &mut seen);
+            }
+            for (p, a) in seen.replies {
+                run.reply(p as usize, a);
+            }
+            for e in seen.errors {
+                run.on(e);
+            }
+        }
         run.settle(&todo);
-        // Always one retry of what failed, even when a big first round used up the deadline.
-        if deadline_passed(start, opts) && run.round >= 2 {
+        if !run.more(start, opts) {
             break;
         }
-    }
-    for t in tasks {
-        t.abort();
     }
     Ok(())
 }
@@ -548,16 +695,17 @@ async fn udp(
     run: &mut Run,
     index: &Arc<Index>,
     dst_addr: &[Ipv4Addr],
-    nsrc: usize,
+    ns: &NsMap,
     port: u16,
     opts: &ProbeOpts,
 ) -> Result<(), ProbeError> {
     let tok = token();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Ev>>();
     let mut tasks = Vec::new();
-    let mut senders = Vec::with_capacity(nsrc);
-    for si in 0..nsrc {
-        let s = nst.run_async(si, udp_sender).await.map_err(|e| ProbeError::io("open UDP socket", e))?;
+    let mut senders = Vec::with_capacity(ns.src.len());
+    for si in 0..ns.src.len() {
+        let s =
+            nst.run_async(ns.src[si], udp_sender).await.map_err(|e| ProbeError::io("open UDP socket", e))?;
         let local = match s.local_addr() {
             Ok(std::net::SocketAddr::V4(a)) => a.port(),
             _ => 0,
@@ -583,7 +731,7 @@ async fn udp(
     }
     for di in 0..dst_addr.len() {
         let l = nst
-            .run_async(nsrc + di, move || udp_listener(port))
+            .run_async(ns.dst[di], move || udp_listener(port))
             .await
             .map_err(|e| ProbeError::io(format!("listen on UDP port {port}"), e))?;
         let Some(l) = l else {
@@ -650,8 +798,7 @@ async fn udp(
         let until = tokio::time::Instant::now() + round_timeout(opts, round);
         wait_round(run, &mut rx, todo.len(), until).await;
         run.settle(&todo);
-        // Always one retry of what failed, even when a big first round used up the deadline.
-        if deadline_passed(start, opts) && run.round >= 2 {
+        if !run.more(start, opts) {
             break;
         }
     }
@@ -679,7 +826,7 @@ async fn tcp(
     run: &mut Run,
     index: &Arc<Index>,
     dst_addr: &[Ipv4Addr],
-    nsrc: usize,
+    ns: &NsMap,
     port: u16,
     opts: &ProbeOpts,
 ) -> Result<(), ProbeError> {
@@ -688,7 +835,7 @@ async fn tcp(
     let mut tasks = Vec::new();
     for di in 0..dst_addr.len() {
         let l = nst
-            .run_async(nsrc + di, move || tcp_listener(port))
+            .run_async(ns.dst[di], move || tcp_listener(port))
             .await
             .map_err(|e| ProbeError::io(format!("listen on TCP port {port}"), e))?;
         let Some(l) = l else { continue };
@@ -734,7 +881,9 @@ async fn tcp(
             for (si, ps) in by_src {
                 let count = ps.len();
                 let socks = nst
-                    .run_async(si, move || (0..count).map(|_| tokio::net::TcpSocket::new_v4()).collect())
+                    .run_async(ns.src[si], move || {
+                        (0..count).map(|_| tokio::net::TcpSocket::new_v4()).collect()
+                    })
                     .await
                     .map_err(|e| ProbeError::io("open TCP socket", e))?;
                 for (p, sock) in ps.into_iter().zip::<Vec<tokio::net::TcpSocket>>(socks) {
@@ -775,8 +924,7 @@ async fn tcp(
             }
         }
         run.settle(&todo);
-        // Always one retry of what failed, even when a big first round used up the deadline.
-        if deadline_passed(start, opts) && run.round >= 2 {
+        if !run.more(start, opts) {
             break;
         }
     }

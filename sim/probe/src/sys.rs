@@ -130,6 +130,106 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Datagrams per `sendmmsg` / `recvmmsg` call in [`send_many`] and [`recv_many`].
+pub const MMSG_BATCH: usize = 64;
+
+/// Send `pkts` (one datagram each, to the matching address) with as few `sendmmsg` calls as
+/// the kernel allows (no allocation). Returns how many were sent before the first failing
+/// one, and that failure (`WouldBlock` when the send buffer is full), if any.
+pub fn send_many<const N: usize>(
+    fd: BorrowedFd<'_>,
+    pkts: &[[u8; N]],
+    addrs: &[Ipv4Addr],
+) -> (usize, Option<io::Error>) {
+    let n = pkts.len().min(addrs.len()).min(MMSG_BATCH);
+    let mut sas = [sockaddr_in(Ipv4Addr::UNSPECIFIED, 0); MMSG_BATCH];
+    // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid.
+    let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { zeroed() };
+    for i in 0..n {
+        sas[i] = sockaddr_in(addrs[i], 0);
+        iovs[i] = libc::iovec { iov_base: pkts[i].as_ptr().cast_mut().cast(), iov_len: N };
+        msgs[i].msg_hdr.msg_name = std::ptr::from_mut(&mut sas[i]).cast();
+        msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msgs[i].msg_hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let mut done = 0;
+    while done < n {
+        // SAFETY: msgs[done..n] point into sas and iovs (alive until return), whose buffers
+        // (the caller's packets, only read) outlive the call; the count is exact.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr().add(done),
+                (n - done) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            return (done, Some(io::Error::last_os_error()));
+        }
+        if r == 0 {
+            break;
+        }
+        done += r as usize;
+    }
+    (done, None)
+}
+
+/// Receive up to [`MMSG_BATCH`] datagrams without blocking (one `recvmmsg`) into `bufs`;
+/// returns how many, with their lengths in `lens` (`WouldBlock` when none is queued).
+pub fn recv_many(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [[u8; 256]; MMSG_BATCH],
+    lens: &mut [usize; MMSG_BATCH],
+) -> io::Result<usize> {
+    // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid.
+    let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { zeroed() };
+    for (i, b) in bufs.iter_mut().enumerate() {
+        iovs[i] = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+        msgs[i].msg_hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every mmsghdr points to one live iovec over a live, writable buffer; no name or
+    // control buffers; the count is exact.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            MMSG_BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let r = r as usize;
+    for i in 0..r {
+        lens[i] = (msgs[i].msg_len as usize).min(256);
+    }
+    Ok(r)
+}
+
+/// Wait until one of `fds` is readable or `timeout` passes; returns the indices of the
+/// readable ones (empty on timeout).
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: std::time::Duration) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: pfds is a live array of exactly pfds.len() pollfd structs.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(Vec::new()) } else { Err(e) };
+    }
+    Ok(pfds.iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect())
+}
+
 /// Internet checksum (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -154,6 +254,17 @@ pub fn build_echo(out: &mut Vec<u8>, id: u16, seq: u16, payload: &[u8]) {
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(payload);
     let c = checksum(out);
+    out[2..4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Write an ICMP echo request with a payload of exactly `N - 8` bytes into `out`.
+pub fn write_echo<const N: usize>(out: &mut [u8; N], id: u16, seq: u16, payload: &[u8]) {
+    out[..4].copy_from_slice(&[8, 0, 0, 0]);
+    out[4..6].copy_from_slice(&id.to_be_bytes());
+    out[6..8].copy_from_slice(&seq.to_be_bytes());
+    let n = payload.len().min(N - 8);
+    out[8..8 + n].copy_from_slice(&payload[..n]);
+    let c = checksum(&out[..]);
     out[2..4].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -322,6 +433,70 @@ pub fn ifname(inet_fd: BorrowedFd<'_>, index: u32) -> Option<String> {
     String::from_utf8(name).ok()
 }
 
+/// A plain `NETLINK_ROUTE` socket (requests and their answers) in the calling thread's namespace.
+pub fn netlink_route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) has no pointer arguments; the new fd is owned right away. Blocking:
+    // requests are answered at once, and SO_RCVTIMEO bounds a wait that never ends.
+    let fd = cvt(unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+    })?;
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    setsockopt(fd.as_fd_b(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    // Errors without a copy of the request, and a big buffer: a batch of errors must not be dropped.
+    let one: libc::c_int = 1;
+    let _ = setsockopt(fd.as_fd_b(), libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, &one);
+    set_rcvbuf(fd.as_fd_b(), 4 << 20);
+    Ok(fd)
+}
+
+/// Index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::other("interface name with NUL"))?;
+    // SAFETY: c is a live NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(i)
+    }
+}
+
+/// Send one buffer of netlink messages to the kernel (blocking).
+pub fn nl_send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_nl is plain old data; all-zero (pid 0 = the kernel) is valid.
+    let mut sa: libc::sockaddr_nl = unsafe { zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: buf and sa are live for the call, lengths are exact.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            0,
+            std::ptr::from_ref(&sa).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receive one netlink datagram (blocking).
+pub fn nl_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is live and writable for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 pub fn inet_dgram_socket() -> io::Result<OwnedFd> {
     new_socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
 }
@@ -370,6 +545,34 @@ impl NsThread {
             let _ = tx.send(job);
         }
         orx
+    }
+
+    /// Run `f` once inside each namespace of `ns` (in order) as one job: one hand-off for
+    /// hundreds of namespaces. Blocking; not for async contexts.
+    pub fn run_each<T, F>(&self, ns: Vec<usize>, f: F) -> io::Result<Vec<io::Result<T>>>
+    where
+        T: Send + 'static,
+        F: Fn(usize) -> io::Result<T> + Send + 'static,
+    {
+        let fds: Vec<Option<Arc<OwnedFd>>> = ns.iter().map(|i| self.ns.get(*i).cloned()).collect();
+        let (otx, orx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let out: Vec<io::Result<T>> = fds
+                .into_iter()
+                .zip(ns)
+                .map(|(fd, i)| match fd {
+                    None => Err(io::Error::other("namespace index out of range")),
+                    Some(fd) => setns(fd.as_fd_b(), CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                        .and_then(|()| f(i)),
+                })
+                .collect();
+            let _ = otx.send(out);
+        });
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(job);
+        }
+        orx.recv().map_err(|_| io::Error::other("namespace thread died"))
     }
 
     /// Run `f` inside namespace `ns` and wait (blocking; not for async contexts).
