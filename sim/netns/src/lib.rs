@@ -505,6 +505,34 @@ mod tests {
     }
 
     #[test]
+    fn write_sysctls_relative_to_net_in_the_thread_namespace() {
+        if !topo_lab::testkit::require_root("netns::write_sysctls") {
+            return;
+        }
+        let name = topo_lab::testkit::unique_lab("tnsd");
+        let ns = Netns::create(&name).expect("create");
+        let _guard = Cleanup(name.clone(), PathBuf::new());
+        let host = read_sysctl("net.ipv6.conf.default.disable_ipv6").unwrap();
+        let want = if host == "1" { "0" } else { "1" };
+        let results = ns
+            .run(|| {
+                write_sysctls([
+                    ("net.ipv6.conf.default.disable_ipv6", want),
+                    ("net.ipv4.conf.nosuchdev.forwarding", "1"),
+                    ("net.ipv4.ip_forward", "1"),
+                ])
+            })
+            .unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        let missing = results[1].as_ref().unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(missing.to_string().contains("nosuchdev"), "{missing}");
+        assert_eq!(ns.run(|| read_sysctl("net.ipv6.conf.default.disable_ipv6")).unwrap().unwrap(), want);
+        assert_eq!(ns.run(|| read_sysctl("net.ipv4.ip_forward")).unwrap().unwrap(), "1");
+        assert_eq!(read_sysctl("net.ipv6.conf.default.disable_ipv6").unwrap(), host, "host untouched");
+    }
+
+    #[test]
     fn hard_linked_mount_points_carry_distinct_namespaces() {
         if !topo_lab::testkit::require_root("netns::hard_linked_mount_points") {
             return;
