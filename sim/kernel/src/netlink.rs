@@ -272,3 +272,69 @@ impl SyncConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use rtnetlink::packet_route::address::AddressMessage;
+    use rtnetlink::{AddressMessageBuilder, LinkUnspec};
+
+    use super::*;
+
+    fn addr(index: u32, ip: Ipv4Addr) -> RouteNetlinkMessage {
+        let m: AddressMessage = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, 32).build();
+        RouteNetlinkMessage::NewAddress(m)
+    }
+
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = topo_netns::delete(&self.0);
+        }
+    }
+
+    /// Only the last request of a batch asks for an acknowledgement, yet a failure in the middle
+    /// is reported for the request that failed, the requests after it still happen, and batches
+    /// larger than one `sendmsg` keep their order.
+    #[test]
+    fn batch_reports_the_failed_request_and_goes_on() {
+        if !topo_lab::testkit::require_root("topo-kernel::netlink::batch") {
+            return;
+        }
+        let name = topo_lab::testkit::unique_lab("tnl");
+        let ns = topo_netns::Netns::create(&name).expect("namespace");
+        let _gone = Gone(name.clone());
+        let sock = ns.run(socket_here).expect("enter").expect("socket");
+        let mut conn = SyncConn::new(&name, sock);
+        let up: Request = (
+            "set lo up".into(),
+            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(1).up().build()),
+            CHANGE,
+        );
+        let mut reqs = vec![up];
+        reqs.push(("addr on a missing link".into(), addr(4242, Ipv4Addr::new(10, 1, 1, 1)), CREATE));
+        // Enough addresses to need several sendmsg calls.
+        for i in 0..3000u32 {
+            let ip = Ipv4Addr::from(0x0a02_0000 + i);
+            reqs.push((format!("add {ip}"), addr(1, ip), CREATE));
+        }
+        // The same address again: EEXIST, reported for this request.
+        reqs.push(("duplicate".into(), addr(1, Ipv4Addr::new(10, 2, 0, 7)), CREATE));
+        let errors = conn.run(&reqs);
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].contains("addr on a missing link"), "{texts:?}");
+        assert!(texts[1].contains("duplicate") && texts[1].contains("exists"), "{texts:?}");
+        // Everything else was applied.
+        let out = std::process::Command::new("ip")
+            .args(["-n", &name, "-4", "-o", "addr", "show", "dev", "lo"])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.matches("10.2.").count(), 3000, "{}", text.lines().count());
+        // The connection stays usable after a failed batch.
+        assert!(conn.run(&reqs[reqs.len() - 1..]).len() == 1);
+        assert!(conn.run(&[("one more".into(), addr(1, Ipv4Addr::new(10, 3, 0, 1)), CREATE)]).is_empty());
+    }
+}
