@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use topo_lab::{Fault, Lab, LabError, Proto, ReachRequest};
@@ -249,11 +250,13 @@ pub fn freeze_lab(
     steps: &[(String, Vec<Fault>)],
 ) -> Result<Snapshot, LabError> {
     let mut out = Vec::with_capacity(steps.len() + 1);
+    settle(lab, "initial")?;
     out.push(capture(lab, "initial", &[], BTreeMap::new())?);
     for (name, faults) in steps {
         for f in faults {
             lab.apply(f)?;
         }
+        settle(lab, name)?;
         out.push(capture(lab, name, faults, BTreeMap::new())?);
     }
     Ok(Snapshot {
@@ -263,6 +266,37 @@ pub fn freeze_lab(
         scenario: None,
         plan: summarize_plan(lab.plan()),
         steps: out,
+    })
+}
+
+/// Does any node run a routing protocol (whose state a live lab must converge to)?
+fn has_dynamic_routing(plan: &Plan) -> bool {
+    plan.nodes.iter().any(|n| n.routing.as_ref().is_some_and(|r| r.ospf.is_some()))
+}
+
+/// How long a live lab may take to reconverge after a step: twice the largest OSPF dead
+/// interval (a silent cut is noticed only when the dead timer fires) plus ten seconds for the
+/// database exchange and route installation, and at least 30 s.
+pub fn converge_timeout(plan: &Plan) -> Duration {
+    let dead = plan
+        .nodes
+        .iter()
+        .filter_map(|n| n.routing.as_ref()?.ospf.as_ref().map(|o| o.dead_interval))
+        .max()
+        .unwrap_or(0);
+    Duration::from_secs((2 * u64::from(dead) + 10).max(30))
+}
+
+/// Before measuring a step on a live lab with routing daemons, wait until routing has
+/// converged to the state the faults imply (the model is that state by construction): a
+/// capture taken while OSPF still reroutes measures a transient, not the design.
+fn settle(lab: &mut dyn Lab, step: &str) -> Result<(), LabError> {
+    if !has_dynamic_routing(lab.plan()) {
+        return Ok(());
+    }
+    let timeout = converge_timeout(lab.plan());
+    lab.wait_converged(timeout).map_err(|e| {
+        LabError::Backend(format!("step {step:?}: routing did not converge within {}s: {e}", timeout.as_secs()))
     })
 }
 
