@@ -57,6 +57,12 @@ fn baseline(lab: &support::TestLab, state: &FaultState, heal: bool) -> Duration 
     t.elapsed()
 }
 
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
     if !topo_lab::testkit::require_root("bench chaos") {
         return;
@@ -66,34 +72,59 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // Enough cycles that stale partition generations get collected (every KEEP_STALE + 1
+    // changes of a namespace): the max column shows those rounds.
+    let cycles: usize = std::env::var("CHAOS_BENCH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    println!("load average at start: {}", load());
     println!(
-        "| nodes | topo apply | topo heal | baseline apply | baseline heal | apply ratio | heal ratio |"
+        "| nodes | topo apply (median / max) | topo replace | topo heal | baseline apply | baseline heal | apply ratio | heal ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let lab = support::TestLab::up("cb", &support::lan_yaml(n));
-        let half: Vec<String> = lab.plan.nodes.iter().take(n / 2).map(|x| x.name.clone()).collect();
-        let mut parted = FaultState::default();
-        parted.apply(&lab.plan, &Fault::Partition { groups: vec![half] }).unwrap();
+        let names: Vec<String> = lab.plan.nodes.iter().map(|x| x.name.clone()).collect();
+        let part = |groups: Vec<Vec<String>>| {
+            let mut s = FaultState::default();
+            s.apply(&lab.plan, &Fault::Partition { groups }).unwrap();
+            s
+        };
+        // Two halves; then a different split (every other node), which replaces it.
+        let parted = part(vec![names[..n / 2].to_vec()]);
+        let other = part(vec![names.iter().step_by(2).cloned().collect()]);
         let clear = FaultState::default();
-        let (mut apply, mut heal) = (Vec::new(), Vec::new());
-        for _ in 0..5 {
+        let (mut apply, mut replace, mut heal) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..cycles {
             let t = Instant::now();
             topo_chaos::enforce(&lab.plan, &lab.state_dir, &clear, &parted).unwrap();
             apply.push(t.elapsed());
             let t = Instant::now();
-            topo_chaos::enforce(&lab.plan, &lab.state_dir, &parted, &clear).unwrap();
+            topo_chaos::enforce(&lab.plan, &lab.state_dir, &parted, &other).unwrap();
+            replace.push(t.elapsed());
+            let t = Instant::now();
+            topo_chaos::enforce(&lab.plan, &lab.state_dir, &other, &clear).unwrap();
             heal.push(t.elapsed());
+            if std::env::var_os("CHAOS_BENCH_VERBOSE").is_some() {
+                let last = |v: &[Duration]| ms(v[v.len() - 1]);
+                eprintln!(
+                    "cycle: apply {:.1} replace {:.1} heal {:.1} ms",
+                    last(&apply),
+                    last(&replace),
+                    last(&heal)
+                );
+            }
         }
         let (mut bapply, mut bheal) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             bapply.push(baseline(&lab, &parted, false));
             bheal.push(baseline(&lab, &parted, true));
         }
-        let (a, h, ba, bh) = (median(apply), median(heal), median(bapply), median(bheal));
+        let mx = |v: &[Duration]| ms(*v.iter().max().unwrap());
+        let (am, rm, hm) = (mx(&apply), mx(&replace), mx(&heal));
+        let (a, r, h, ba, bh) = (median(apply), median(replace), median(heal), median(bapply), median(bheal));
         println!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.1}x |",
+            "| {n} | {:.1} / {am:.1} ms | {:.1} / {rm:.1} ms | {:.1} / {hm:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.1}x |",
             ms(a),
+            ms(r),
             ms(h),
             ms(ba),
             ms(bh),
@@ -101,4 +132,5 @@ fn main() {
             ms(bh) / ms(h)
         );
     }
+    println!("load average at end: {}", load());
 }

@@ -11,6 +11,7 @@
 
 pub mod conntrack;
 pub mod delayer;
+pub mod gens;
 pub mod impair;
 pub mod nat;
 pub mod nft;
@@ -140,10 +141,26 @@ pub fn desired(plan: &Plan, state: &FaultState, netem: bool) -> Desired {
     let mut d = Desired::default();
     let by_name: BTreeMap<&str, &NodePlan> = plan.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
 
-    // Partitions and grudges: drop `from`'s sources on delivery to `to`.
+    // Partitions and grudges: drop `from`'s sources on delivery to `to`. A partition of a large
+    // lab has thousands of pairs: index nodes by hash, compute each node's addresses once, and
+    // fill each receiver's set in one go.
+    let index: std::collections::HashMap<&str, usize> =
+        plan.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let mut senders: Vec<Vec<usize>> = vec![Vec::new(); plan.nodes.len()];
     for (from, to) in &state.drops {
-        let (Some(f), Some(t)) = (by_name.get(from.as_str()), by_name.get(to.as_str())) else { continue };
-        d.nft.entry(t.netns.clone()).or_default().drop_from.extend(node_addrs(f));
+        if let (Some(&f), Some(&t)) = (index.get(from.as_str()), index.get(to.as_str())) {
+            senders[t].push(f);
+        }
+    }
+    let mut addrs: Vec<Option<Vec<IpAddr>>> = vec![None; plan.nodes.len()];
+    for (t, froms) in senders.iter().enumerate().filter(|(_, f)| !f.is_empty()) {
+        let mut set = BTreeSet::new();
+        for &f in froms {
+            set.extend(
+                addrs[f].get_or_insert_with(|| node_addrs(&plan.nodes[f]).into_iter().collect()).iter(),
+            );
+        }
+        d.nft.entry(plan.nodes[t].netns.clone()).or_default().drop_from = set;
     }
 
     // Impairments per direction.
@@ -217,13 +234,25 @@ pub fn netem_for(plan: &Plan) -> bool {
 /// Work for one namespace.
 #[derive(Debug, Default)]
 struct NsWork {
-    nft: Option<(NsRules, NsRules)>,
+    /// The namespace's drop set changed: its new value (the generation step is planned later,
+    /// from the recorded generations).
+    drops: Option<BTreeSet<IpAddr>>,
+    gen: Option<gens::Step>,
+    /// Impairment rules changed: (old, new).
+    impair: Option<(NsRules, NsRules)>,
     flush_from: BTreeSet<IpAddr>,
     down: Vec<String>,
     up: Vec<String>,
     qdiscs: Vec<(String, Option<Qdisc>)>,
     /// The node whose planned addresses and routes to restore on `up` interfaces.
     node: Option<String>,
+}
+
+impl NsWork {
+    /// Only nftables and conntrack work: microseconds of CPU, no waiting.
+    fn is_light(&self) -> bool {
+        self.down.is_empty() && self.up.is_empty() && self.qdiscs.is_empty()
+    }
 }
 
 fn diff(plan: &Plan, old: &Desired, new: &Desired) -> BTreeMap<String, NsWork> {
@@ -233,10 +262,14 @@ fn diff(plan: &Plan, old: &Desired, new: &Desired) -> BTreeMap<String, NsWork> {
     for ns in spaces {
         let o = old.nft.get(ns).unwrap_or(&empty);
         let n = new.nft.get(ns).unwrap_or(&empty);
-        if o != n {
+        if o.drop_from != n.drop_from {
             let w = work.entry(ns.clone()).or_default();
-            w.nft = Some((o.clone(), n.clone()));
+            w.drops = Some(n.drop_from.clone());
             w.flush_from = n.drop_from.difference(&o.drop_from).copied().collect();
+        }
+        if o.ingress != n.ingress || o.queues != n.queues {
+            let strip = |r: &NsRules| NsRules { drop_from: BTreeSet::new(), ..r.clone() };
+            work.entry(ns.clone()).or_default().impair = Some((strip(o), strip(n)));
         }
     }
     for (ns, dev) in new.down.difference(&old.down) {
@@ -252,41 +285,54 @@ fn diff(plan: &Plan, old: &Desired, new: &Desired) -> BTreeMap<String, NsWork> {
             work.entry(k.0.clone()).or_default().qdiscs.push((k.1.clone(), n.copied()));
         }
     }
+    let by_ns: BTreeMap<&str, &str> =
+        plan.nodes.iter().map(|n| (n.netns.as_str(), n.name.as_str())).collect();
     for (ns, w) in &mut work {
-        w.node = plan.nodes.iter().find(|n| n.netns == *ns).map(|n| n.name.clone());
+        w.node = by_ns.get(ns.as_str()).map(|n| (*n).to_owned());
     }
     work
 }
 
-/// Run `f` inside each namespace of `items`, on a pool of threads that `setns` into them in
-/// turn; returns the errors of all of them.
+/// How many threads to use for `n` namespaces: the nftables work is a few microseconds of CPU
+/// per namespace, so one thread per core hopping from namespace to namespace beats a thread per
+/// namespace; work that waits (spawning `tc`, link changes) gets more. `TOPO_CHAOS_THREADS`
+/// overrides (for measurements).
+fn workers_for(n: usize, light: bool) -> usize {
+    if let Some(t) = std::env::var("TOPO_CHAOS_THREADS").ok().and_then(|s| s.parse::<usize>().ok()) {
+        return t.clamp(1, n.max(1));
+    }
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let want = if light { cores.clamp(2, 8) } else { 32 };
+    want.min(n.max(1))
+}
+
+/// Run `f` inside each namespace of `items`, on `workers` threads that `setns` from namespace
+/// to namespace (a thread stays in the last one; the threads end here). Returns every error.
 fn parallel<T: Sync>(
     items: &[(String, T)],
+    workers: usize,
     f: impl Fn(&str, &T) -> Result<(), ChaosError> + Sync,
 ) -> Vec<ChaosError> {
     if items.is_empty() {
         return Vec::new();
     }
-    // The kernel side of an nftables commit mostly waits (RCU grace periods), so more threads
-    // than cores pay off.
-    let workers = items.len().min(128);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let errors = Mutex::new(Vec::new());
+    let run = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some((ns, item)) = items.get(i) else { break };
+        let res = topo_netns::Netns::open(ns).map_err(ChaosError::from).and_then(|h| {
+            nix::sched::setns(h.fd().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| ChaosError::kernel(ns, "setns", io::Error::from_raw_os_error(e as i32)))?;
+            f(ns, item)
+        });
+        if let Err(e) = res {
+            errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+        }
+    };
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((ns, item)) = items.get(i) else { break };
-                let res = topo_netns::Netns::open(ns).map_err(ChaosError::from).and_then(|h| {
-                    nix::sched::setns(h.fd().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        ChaosError::kernel(ns, "setns", io::Error::from_raw_os_error(e as i32))
-                    })?;
-                    f(ns, item)
-                });
-                if let Err(e) = res {
-                    errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
-                }
-            });
+        for _ in 0..workers.clamp(1, items.len()) {
+            s.spawn(run);
         }
     });
     errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -297,6 +343,50 @@ fn into_result(mut errs: Vec<ChaosError>) -> Result<(), ChaosError> {
         0 => Ok(()),
         1 => Err(errs.remove(0)),
         _ => Err(ChaosError::Many(errs)),
+    }
+}
+
+/// The one nftables transaction of a namespace: its partition generation step and its
+/// impairment difference. If the kernel does not hold what the records say, the transaction
+/// fails as a whole and a robust one replaces it (generations rebuilt from a dump, impairment
+/// rules flushed and refilled); the namespace's corrected generation record is returned then.
+fn nft_change(w: &NsWork, next_gen: u64) -> io::Result<Option<gens::NsGens>> {
+    let fast = || -> io::Result<()> {
+        let mut batch = nftnl::Batch::new();
+        if let Some(step) = &w.gen {
+            if let Some(g) = step.create {
+                gens::add_create(&mut batch, g, &step.v4, &step.v6);
+            }
+            if let Some(g) = step.retire {
+                gens::add_retire(&mut batch, g);
+            }
+        }
+        if let Some((o, n)) = &w.impair {
+            let exists = o.queues != n.queues && nft::inet_table_exists()?;
+            nft::add_impair_fast(&mut batch, o, n, exists)?;
+        }
+        nft::send(&batch.finalize())
+    };
+    let res = if w.gen.as_ref().is_some_and(|s| s.rebuild) {
+        Err(io::Error::other("no record of the partition generations"))
+    } else {
+        fast()
+    };
+    match res {
+        Ok(()) => Ok(None),
+        Err(e) => {
+            tracing::debug!(error = %e, "incremental nftables update failed, rebuilding the chaos tables");
+            let mut batch = nftnl::Batch::new();
+            let mut fixed = None;
+            if let Some(step) = &w.gen {
+                fixed = Some(gens::recover(&mut batch, step, next_gen)?);
+            }
+            if let Some((o, n)) = &w.impair {
+                nft::add_impair_full(&mut batch, o, n)?;
+            }
+            nft::send(&batch.finalize())?;
+            Ok(fixed)
+        }
     }
 }
 
@@ -321,11 +411,39 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
         }
     }
 
-    let work: Vec<(String, NsWork)> = diff(plan, old, new).into_iter().collect();
+    let mut work: Vec<(String, NsWork)> = diff(plan, old, new).into_iter().collect();
+    // Plan the partition generations and record them before touching the kernel (write-ahead:
+    // after a crash the record names generations the kernel may lack, which the next change
+    // detects and repairs; never the other way round).
+    let mut gens = None;
+    if work.iter().any(|(_, w)| w.drops.is_some()) {
+        // Without a record, the kernel may only be trusted to hold no generation in force when
+        // the old state drops nothing; otherwise every namespace is rebuilt from a dump.
+        let (mut g, trusted) = match gens::Gens::load(state_dir) {
+            Some(g) => (g, true),
+            None => (gens::Gens::default(), old.nft.values().all(|r| r.drop_from.is_empty())),
+        };
+        for (ns, w) in &mut work {
+            if let Some(drops) = &w.drops {
+                let mut step = g.plan(ns, drops);
+                step.rebuild = !trusted;
+                w.gen = Some(step);
+            }
+        }
+        g.save(state_dir).map_err(|e| ChaosError::Invalid(format!("record partition generations: {e}")))?;
+        gens = Some(g);
+    }
+    let next_gen = gens.as_ref().map_or(0, |g| g.next);
+    let fixed: Mutex<Vec<(String, gens::NsGens)>> = Mutex::new(Vec::new());
+
     // Phase 1: rules, links down and up, qdiscs.
-    errors.extend(parallel(&work, |ns, w| {
-        if let Some((old_rules, rules)) = &w.nft {
-            nft::apply(old_rules, rules).map_err(|e| ChaosError::kernel(ns, "nftables batch", e))?;
+    let light = work.iter().all(|(_, w)| w.is_light());
+    errors.extend(parallel(&work, workers_for(work.len(), light), |ns, w| {
+        if w.gen.is_some() || w.impair.is_some() {
+            let f = nft_change(w, next_gen).map_err(|e| ChaosError::kernel(ns, "nftables batch", e))?;
+            if let Some(f) = f {
+                fixed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((ns.to_owned(), f));
+            }
             if !w.flush_from.is_empty() {
                 let n = conntrack::delete_involving(&w.flush_from)
                     .map_err(|e| ChaosError::kernel(ns, "conntrack delete", e))?;
@@ -346,13 +464,48 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
         }
         Ok(())
     }));
+
+    if let Some(mut g) = gens {
+        let fixed = fixed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !fixed.is_empty() {
+            for (ns, f) in fixed {
+                g.next = g.next.max(f.active.map_or(0, |a| a + 1));
+                g.ns.insert(ns, f);
+            }
+            if let Err(e) = g.save(state_dir) {
+                errors.push(ChaosError::Invalid(format!("record partition generations: {e}")));
+            }
+        }
+        // Off the critical path, once every namespace's change is in force: delete stale
+        // generations where there are too many. Each namespace's socket close waits for an RCU
+        // grace period; keeping the sockets open until all are sent lets the waits overlap.
+        let gc: Vec<(String, Vec<u64>)> = work
+            .iter()
+            .filter_map(|(ns, w)| {
+                w.gen.as_ref().filter(|s| !s.gc.is_empty()).map(|s| (ns.clone(), s.gc.clone()))
+            })
+            .collect();
+        let open = Mutex::new(Vec::new());
+        errors.extend(parallel(&gc, workers_for(gc.len(), true), |ns, stale| {
+            let mut batch = nftnl::Batch::new();
+            for s in stale {
+                gens::add_delete(&mut batch, *s);
+            }
+            let sock = nft::send_keep(&batch.finalize())
+                .map_err(|e| ChaosError::kernel(ns, "delete stale partition generations", e))?;
+            open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sock);
+            Ok(())
+        }));
+        drop(open);
+    }
+
     // Phase 2, once every end is up: put back addresses and routes the kernel flushed.
     let restores: Vec<(String, (String, Vec<String>))> = work
         .iter()
         .filter_map(|(ns, w)| Some((ns.clone(), (w.node.clone()?, w.up.clone()))))
         .filter(|(_, (_, up))| !up.is_empty())
         .collect();
-    errors.extend(parallel(&restores, |ns, (node, ups)| {
+    errors.extend(parallel(&restores, workers_for(restores.len(), false), |ns, (node, ups)| {
         let Some(np) = plan.node(node) else { return Ok(()) };
         let mut sock = rtnl::open().map_err(|e| ChaosError::kernel(ns, "rtnetlink", e))?;
         for dev in ups {
@@ -366,9 +519,18 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
 /// Make the kernel match `new`, given that it matched `old`: rules, links, qdiscs, delayers,
 /// and paused nodes (SIGSTOP for newly paused, SIGCONT for resumed ones).
 pub fn enforce(plan: &Plan, state_dir: &Path, old: &FaultState, new: &FaultState) -> Result<(), ChaosError> {
-    let netem = netem_for(plan);
+    // Probing for netem runs `tc`: only worth it when some impairment is involved.
+    let impaired = |s: &FaultState| s.impairments.values().any(|i| !i.is_none());
+    let file_impaired = plan.links.iter().any(|l| !l.impair_ab.is_none() || !l.impair_ba.is_none());
+    let netem = (file_impaired || impaired(old) || impaired(new)) && netem_for(plan);
     let mut errors = Vec::new();
-    if let Err(e) = apply_diff(plan, state_dir, &desired(plan, old, netem), &desired(plan, new, netem)) {
+    // Both states at once: for a partition of a large lab each is a fraction of a millisecond.
+    let (want_old, want_new) = std::thread::scope(|s| {
+        let o = s.spawn(|| desired(plan, old, netem));
+        let n = desired(plan, new, netem);
+        (o.join().unwrap_or_else(|_| desired(plan, old, netem)), n)
+    });
+    if let Err(e) = apply_diff(plan, state_dir, &want_old, &want_new) {
         errors.push(e);
     }
     for n in new.nodes_paused.difference(&old.nodes_paused) {
@@ -450,9 +612,15 @@ pub fn clear(plan: &Plan, state_dir: &Path) -> Result<(), Vec<ChaosError>> {
     let mut spaces: Vec<(String, ())> = plan.nodes.iter().map(|n| (n.netns.clone(), ())).collect();
     spaces.push((plan.fabric.netns.clone(), ()));
     spaces.retain(|(ns, ())| topo_netns::exists(ns));
-    errors.extend(parallel(&spaces, |ns, ()| {
-        nft::remove().map_err(|e| ChaosError::kernel(ns, "remove nftables tables", e))
+    // Deleting costs each namespace an RCU grace period when its socket closes: close them all
+    // at the end so the waits overlap.
+    let open = Mutex::new(Vec::new());
+    errors.extend(parallel(&spaces, workers_for(spaces.len(), true), |ns, ()| {
+        let sock = nft::remove().map_err(|e| ChaosError::kernel(ns, "remove nftables tables", e))?;
+        open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sock);
+        Ok(())
     }));
+    drop(open);
     if errors.is_empty() {
         Ok(())
     } else {

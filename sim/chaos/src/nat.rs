@@ -72,7 +72,7 @@ pub fn apply(plan: &Plan) -> Result<(), ChaosError> {
     if work.is_empty() {
         return Ok(());
     }
-    let errors = crate::parallel(&work, |ns, ifaces| {
+    let errors = crate::parallel(&work, crate::workers_for(work.len(), true), |ns, ifaces: &Vec<String>| {
         let what = || format!("install masquerade on {}", ifaces.join(", "));
         let b = batch(ifaces).map_err(|e| ChaosError::kernel(ns, what(), e))?;
         crate::nft::send(&b).map_err(|e| ChaosError::kernel(ns, what(), e))

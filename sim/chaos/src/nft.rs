@@ -1,22 +1,22 @@
-//! The per-namespace nftables rules of the chaos layer, built with nftnl and sent with mnl as
-//! ONE netlink batch (one transaction) per change, so a namespace never sees a half-applied
-//! fault. The batch carries only the difference ([`build_fast`]: deleting costs the kernel an
-//! RCU grace period, adding does not), with a full flush-and-refill ([`build_full`]) as the
-//! fallback when the kernel does not hold the old rules.
+//! The per-namespace nftables rules of the chaos layer, built with nftnl and sent as ONE
+//! netlink batch (one transaction) per namespace and change, so a namespace never sees a
+//! half-applied fault.
 //!
-//! Tables (both named `topo`):
-//! - `inet topo`: chain `input` (hook input, priority -10) drops packets whose source address is
-//!   in the set `drop4`/`drop6` (partitions and one-way drops); chain `prerouting` (hook
-//!   prerouting, priority -150) hands packets arriving on an impaired interface to an NFQUEUE
-//!   (the userspace delayer) through the xt `NFQUEUE` target with bypass, via nft_compat,
-//!   because this kernel lacks the native nft `queue` statement.
+//! Tables:
+//! - `inet topo-p<N>`: partition drops, one table per generation (see [`crate::gens`]).
+//! - `inet topo`: chain `prerouting` (hook prerouting, priority -150) hands packets arriving on
+//!   an impaired interface to an NFQUEUE (the userspace delayer) through the xt `NFQUEUE` target
+//!   with bypass, via nft_compat, because this kernel lacks the native nft `queue` statement.
 //! - `netdev topo`: one ingress chain per device for silent link cuts (drop everything,
 //!   including ARP) and random loss (`numgen random mod 10000 < N drop`).
+//!
+//! Impairment changes carry only the difference ([`add_impair_fast`]), with a flush-and-refill
+//! ([`add_impair_full`]) as the fallback when the kernel does not hold the old rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::ptr;
 
 use nftnl::expr::Expression;
@@ -144,202 +144,87 @@ fn cstring(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in name {s:?}")))
 }
 
-/// `flush set`: a DELSETELEM message that names the set but no element.
-struct FlushSet<'a, K>(&'a nftnl::set::Set<'a, K>);
-
-// SAFETY: writes one small message (header plus table and set name) into a buffer that nftnl
-// sizes for the largest netlink message.
-unsafe impl<K> nftnl::NlMsg for FlushSet<'_, K> {
-    unsafe fn write(&self, buf: *mut std::ffi::c_void, seq: u32, _msg_type: MsgType) {
-        // SAFETY: `buf` has room for a full message (NlMsg contract); the set pointer is live.
-        unsafe {
-            let header = sys::nftnl_nlmsg_build_hdr(
-                buf.cast(),
-                libc::NFT_MSG_DELSETELEM as u16,
-                self.0.get_family() as u16,
-                libc::NLM_F_ACK as u16,
-                seq,
-            );
-            sys::nftnl_set_elems_nlmsg_build_payload(header, self.0.as_ptr().as_ptr());
-        }
-    }
-}
-
-/// The batch that removes the chaos tables entirely (at `clear`). Deleting a table costs an
-/// RCU grace period in the kernel (~10 ms), so [`build_full`] and [`build_fast`] never do it.
-pub fn remove_batch() -> FinalizedBatch {
-    let mut batch = Batch::new();
-    for fam in [ProtoFamily::Inet, ProtoFamily::NetDev] {
-        let t = Table::new(TABLE, fam);
-        // Adding an existing table is a no-op, so add+delete removes it whether or not it
-        // existed, without failing the transaction.
-        batch.add(&t, MsgType::Add);
-        batch.add(&t, MsgType::Del);
-    }
-    batch.finalize()
-}
-
-/// The robust transaction that takes this namespace to `new` whatever its chaos tables hold.
+/// Add the robust impairment changes to `batch`: whatever the chaos tables hold, they end up
+/// matching `new` (queue rules in `inet topo`, per-device ingress chains in `netdev topo`).
 ///
-/// Tables, base chains and sets are created on first use and then kept: every object is
-/// "added" (a no-op when it exists), its rules and set elements are flushed, and the new ones
-/// added — all in one batch, so the change is atomic, and nothing is deleted, which keeps hook
-/// unregistration (and its RCU grace period) out of the fast path. Netdev chains of devices
-/// that no longer need one stay, empty, with policy accept.
-pub fn build_full(old: &NsRules, new: &NsRules) -> io::Result<FinalizedBatch> {
-    let mut batch = Batch::new();
+/// Tables and base chains are created on first use and then kept: every object is "added" (a
+/// no-op when it exists), its rules flushed and the new ones added, all in the caller's one
+/// transaction. Netdev chains of devices that no longer need one stay, empty, with policy
+/// accept. Used when the kernel does not hold what the old state says.
+pub fn add_impair_full(batch: &mut Batch, old: &NsRules, new: &NsRules) -> io::Result<()> {
     let inet = Table::new(TABLE, ProtoFamily::Inet);
     let netdev = Table::new(TABLE, ProtoFamily::NetDev);
-
-    let v4: Vec<Ipv4Addr> = new
-        .drop_from
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<Ipv6Addr> = new
-        .drop_from
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V6(a) => Some(*a),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-
-    let inet_used = [old, new].iter().any(|r| !r.drop_from.is_empty() || !r.queues.is_empty());
-    if inet_used {
+    if [old, new].iter().any(|r| !r.queues.is_empty()) {
         batch.add(&inet, MsgType::Add);
-        let mut input = Chain::new(c"input", &inet);
-        input.set_hook(Hook::In, -10);
-        input.set_policy(Policy::Accept);
-        batch.add(&input, MsgType::Add);
-        let mut pre = Chain::new(c"prerouting", &inet);
-        pre.set_hook(Hook::PreRouting, -150);
-        pre.set_policy(Policy::Accept);
+        let pre = prerouting(&inet);
         batch.add(&pre, MsgType::Add);
-        let mut set4 = nftnl::set::Set::<Ipv4Addr>::new_named(c"drop4", 1, &inet, ProtoFamily::Inet);
-        let mut set6 = nftnl::set::Set::<Ipv6Addr>::new_named(c"drop6", 2, &inet, ProtoFamily::Inet);
-        batch.add(&set4, MsgType::Add);
-        batch.add(&set6, MsgType::Add);
-        // Flush: rules of both chains (a rule message without handle) and both sets.
-        batch.add(&Rule::new(&input), MsgType::Del);
         batch.add(&Rule::new(&pre), MsgType::Del);
-        batch.add(&FlushSet(&set4), MsgType::Del);
-        batch.add(&FlushSet(&set6), MsgType::Del);
-        for a in &v4 {
-            set4.add(a);
-        }
-        for a in &v6 {
-            set6.add(a);
-        }
-        batch.add_iter(set4.elems_iter(), MsgType::Add);
-        batch.add_iter(set6.elems_iter(), MsgType::Add);
-        if !v4.is_empty() {
-            let mut r = Rule::new(&input);
-            r.add_expr(&nft_expr!(meta nfproto));
-            r.add_expr(&nft_expr!(cmp == libc::NFPROTO_IPV4 as u8));
-            r.add_expr(&nft_expr!(payload ipv4 saddr));
-            r.add_expr(&nft_expr!(lookup & set4));
-            r.add_expr(&nft_expr!(counter));
-            r.add_expr(&nft_expr!(verdict drop));
-            batch.add(&r, MsgType::Add);
-        }
-        if !v6.is_empty() {
-            let mut r = Rule::new(&input);
-            r.add_expr(&nft_expr!(meta nfproto));
-            r.add_expr(&nft_expr!(cmp == libc::NFPROTO_IPV6 as u8));
-            r.add_expr(&nft_expr!(payload ipv6 saddr));
-            r.add_expr(&nft_expr!(lookup & set6));
-            r.add_expr(&nft_expr!(counter));
-            r.add_expr(&nft_expr!(verdict drop));
-            batch.add(&r, MsgType::Add);
-        }
-        for (dev, q) in &new.queues {
-            let mut r = Rule::new(&pre);
-            r.add_expr(&nft_expr!(meta iifname));
-            r.add_expr(&nft_expr!(cmp == nftnl::expr::InterfaceName::Exact(cstring(dev)?)));
-            r.add_expr(&nfqueue_target(*q));
-            batch.add(&r, MsgType::Add);
-        }
+        add_queue_rules(batch, &pre, new)?;
     }
-
     let devs: BTreeSet<&String> = old.ingress.keys().chain(new.ingress.keys()).collect();
-    if !devs.is_empty() {
-        batch.add(&netdev, MsgType::Add);
-        for dev in devs {
-            let cname = cstring(&format!("in-{dev}"))?;
-            let mut chain = Chain::new(&cname, &netdev);
-            // nftnl's Hook has no netdev variants; NF_NETDEV_INGRESS is 0, the same number as
-            // NF_INET_PRE_ROUTING.
-            chain.set_hook(Hook::PreRouting, -500);
-            chain.set_device(cstring(dev)?);
-            chain.set_policy(Policy::Accept);
-            batch.add(&chain, MsgType::Add);
+    add_ingress(batch, &netdev, devs, old, new, true)
+}
+
+fn prerouting(inet: &Table) -> Chain<'_> {
+    let mut pre = Chain::new(c"prerouting", inet);
+    pre.set_hook(Hook::PreRouting, -150);
+    pre.set_policy(Policy::Accept);
+    pre
+}
+
+fn add_queue_rules(batch: &mut Batch, pre: &Chain<'_>, new: &NsRules) -> io::Result<()> {
+    for (dev, q) in &new.queues {
+        let mut r = Rule::new(pre);
+        r.add_expr(&nft_expr!(meta iifname));
+        r.add_expr(&nft_expr!(cmp == nftnl::expr::InterfaceName::Exact(cstring(dev)?)));
+        r.add_expr(&nfqueue_target(*q));
+        batch.add(&r, MsgType::Add);
+    }
+    Ok(())
+}
+
+/// One ingress chain per device of `devs`: (re)declared, flushed when `flush` or when it held a
+/// rule, and given `new`'s rule.
+fn add_ingress(
+    batch: &mut Batch,
+    netdev: &Table,
+    devs: BTreeSet<&String>,
+    old: &NsRules,
+    new: &NsRules,
+    flush: bool,
+) -> io::Result<()> {
+    if devs.is_empty() {
+        return Ok(());
+    }
+    batch.add(netdev, MsgType::Add);
+    for dev in devs {
+        let cname = cstring(&format!("in-{dev}"))?;
+        let mut chain = Chain::new(&cname, netdev);
+        // nftnl's Hook has no netdev variants; NF_NETDEV_INGRESS is 0, the same number as
+        // NF_INET_PRE_ROUTING.
+        chain.set_hook(Hook::PreRouting, -500);
+        chain.set_device(cstring(dev)?);
+        chain.set_policy(Policy::Accept);
+        batch.add(&chain, MsgType::Add);
+        if flush || old.ingress.contains_key(dev) {
             batch.add(&Rule::new(&chain), MsgType::Del);
-            let Some(rule) = new.ingress.get(dev) else { continue };
-            let mut r = Rule::new(&chain);
-            match rule {
-                DevRule::Cut => {}
-                DevRule::Loss { per_10000 } => {
-                    for e in numgen_lt(10_000, *per_10000) {
-                        r.add_expr(&e);
-                    }
-                }
-            }
-            r.add_expr(&nft_expr!(counter));
-            r.add_expr(&nft_expr!(verdict drop));
-            batch.add(&r, MsgType::Add);
         }
+        let Some(rule) = new.ingress.get(dev) else { continue };
+        let mut r = Rule::new(&chain);
+        if let DevRule::Loss { per_10000 } = rule {
+            for e in numgen_lt(10_000, *per_10000) {
+                r.add_expr(&e);
+            }
+        }
+        r.add_expr(&nft_expr!(counter));
+        r.add_expr(&nft_expr!(verdict drop));
+        batch.add(&r, MsgType::Add);
     }
-    Ok(batch.finalize())
+    Ok(())
 }
 
-fn addrs4(r: &NsRules) -> BTreeSet<Ipv4Addr> {
-    r.drop_from
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
-}
-
-fn addrs6(r: &NsRules) -> BTreeSet<Ipv6Addr> {
-    r.drop_from
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V6(a) => Some(*a),
-            IpAddr::V4(_) => None,
-        })
-        .collect()
-}
-
-fn drop_rule<'a>(
-    chain: &'a Chain<'a>,
-    v6: bool,
-    set4: &nftnl::set::Set<'_, Ipv4Addr>,
-    set6: &nftnl::set::Set<'_, Ipv6Addr>,
-) -> Rule<'a> {
-    let mut r = Rule::new(chain);
-    r.add_expr(&nft_expr!(meta nfproto));
-    if v6 {
-        r.add_expr(&nft_expr!(cmp == libc::NFPROTO_IPV6 as u8));
-        r.add_expr(&nft_expr!(payload ipv6 saddr));
-        r.add_expr(&nft_expr!(lookup set6));
-    } else {
-        r.add_expr(&nft_expr!(cmp == libc::NFPROTO_IPV4 as u8));
-        r.add_expr(&nft_expr!(payload ipv4 saddr));
-        r.add_expr(&nft_expr!(lookup set4));
-    }
-    r.add_expr(&nft_expr!(counter));
-    r.add_expr(&nft_expr!(verdict drop));
-    r
-}
-
-/// Does this namespace have the chaos `inet` table? (A GETTABLE dump, run inside it.)
-pub fn inet_table_exists() -> io::Result<bool> {
+/// The names of the `inet` tables in the calling thread's namespace (a GETTABLE dump).
+pub fn inet_tables() -> io::Result<Vec<String>> {
     const NFNL_SUBSYS_NFTABLES: u16 = 10;
     const NFT_MSG_GETTABLE: u16 = 1;
     const NFTA_TABLE_NAME: u16 = 1;
@@ -350,88 +235,47 @@ pub fn inet_table_exists() -> io::Result<bool> {
         crate::nl::NLM_F_REQUEST | crate::nl::NLM_F_DUMP,
         &hdr,
     );
-    let mut found = false;
+    let mut names = Vec::new();
     sock.dump(&mut m, |_, payload| {
         if payload.len() >= 4 && payload[0] == libc::NFPROTO_INET as u8 {
             for (ty, v) in crate::nl::attrs(&payload[4..]) {
-                if ty == NFTA_TABLE_NAME && v.strip_suffix(&[0]).unwrap_or(v) == TABLE.to_bytes() {
-                    found = true;
+                if ty == NFTA_TABLE_NAME {
+                    names.push(String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned());
                 }
             }
         }
     })?;
-    Ok(found)
+    Ok(names)
 }
 
-/// The fast transaction: only the difference between `old` and `new`, assuming the kernel
-/// holds exactly `old` (`table_exists` tells whether the chaos `inet` table is there at all).
-/// Adding set elements and rules is cheap; deleting them costs the kernel an RCU grace period
-/// per transaction, so only what changed is deleted. Fails (and [`apply`] falls back to
-/// [`build_full`]) when the kernel does not hold `old`, e.g. after a crash.
-pub fn build_fast(old: &NsRules, new: &NsRules, table_exists: bool) -> io::Result<FinalizedBatch> {
-    let mut batch = Batch::new();
+/// Does this namespace have the chaos `inet topo` table? (A GETTABLE dump, run inside it.)
+pub fn inet_table_exists() -> io::Result<bool> {
+    let want = TABLE.to_string_lossy();
+    Ok(inet_tables()?.iter().any(|n| *n == want))
+}
+
+/// Add the impairment difference between `old` and `new` to `batch`, assuming the kernel holds
+/// exactly `old` (`table_exists`: whether the `inet topo` table is there at all; only looked at
+/// when the queue rules change). Only changed devices are touched; queue rules are rewritten
+/// when they change. Fails at commit (and the caller falls back to [`add_impair_full`]) when
+/// the kernel does not hold `old`.
+pub fn add_impair_fast(
+    batch: &mut Batch,
+    old: &NsRules,
+    new: &NsRules,
+    table_exists: bool,
+) -> io::Result<()> {
     let inet = Table::new(TABLE, ProtoFamily::Inet);
     let netdev = Table::new(TABLE, ProtoFamily::NetDev);
-    let inet_used = [old, new].iter().any(|r| !r.drop_from.is_empty() || !r.queues.is_empty());
-    if inet_used || table_exists {
-        let mut input = Chain::new(c"input", &inet);
-        input.set_hook(Hook::In, -10);
-        input.set_policy(Policy::Accept);
-        let mut pre = Chain::new(c"prerouting", &inet);
-        pre.set_hook(Hook::PreRouting, -150);
-        pre.set_policy(Policy::Accept);
-        let mut set4 = nftnl::set::Set::<Ipv4Addr>::new_named(c"drop4", 1, &inet, ProtoFamily::Inet);
-        let mut set6 = nftnl::set::Set::<Ipv6Addr>::new_named(c"drop6", 2, &inet, ProtoFamily::Inet);
-        let (o4, n4, o6, n6) = (addrs4(old), addrs4(new), addrs6(old), addrs6(new));
-        let mut gone4 = nftnl::set::Set::<Ipv4Addr>::new_named(c"drop4", 1, &inet, ProtoFamily::Inet);
-        let mut gone6 = nftnl::set::Set::<Ipv6Addr>::new_named(c"drop6", 2, &inet, ProtoFamily::Inet);
+    if old.queues != new.queues {
+        let pre = prerouting(&inet);
         if table_exists {
-            for a in o4.difference(&n4) {
-                gone4.add(a);
-            }
-            for a in o6.difference(&n6) {
-                gone6.add(a);
-            }
-            for a in n4.difference(&o4) {
-                set4.add(a);
-            }
-            for a in n6.difference(&o6) {
-                set6.add(a);
-            }
+            batch.add(&Rule::new(&pre), MsgType::Del);
         } else {
-            for a in &n4 {
-                set4.add(a);
-            }
-            for a in &n6 {
-                set6.add(a);
-            }
-        }
-        if !table_exists {
-            // Create everything once: the drop rules stay for good (an empty set matches nothing).
             batch.add(&inet, MsgType::Add);
-            batch.add(&input, MsgType::Add);
             batch.add(&pre, MsgType::Add);
-            batch.add(&set4, MsgType::Add);
-            batch.add(&set6, MsgType::Add);
-            batch.add(&drop_rule(&input, false, &set4, &set6), MsgType::Add);
-            batch.add(&drop_rule(&input, true, &set4, &set6), MsgType::Add);
         }
-        batch.add_iter(gone4.elems_iter(), MsgType::Del);
-        batch.add_iter(gone6.elems_iter(), MsgType::Del);
-        batch.add_iter(set4.elems_iter(), MsgType::Add);
-        batch.add_iter(set6.elems_iter(), MsgType::Add);
-        if old.queues != new.queues || !table_exists {
-            if table_exists {
-                batch.add(&Rule::new(&pre), MsgType::Del);
-            }
-            for (dev, q) in &new.queues {
-                let mut r = Rule::new(&pre);
-                r.add_expr(&nft_expr!(meta iifname));
-                r.add_expr(&nft_expr!(cmp == nftnl::expr::InterfaceName::Exact(cstring(dev)?)));
-                r.add_expr(&nfqueue_target(*q));
-                batch.add(&r, MsgType::Add);
-            }
-        }
+        add_queue_rules(batch, &pre, new)?;
     }
     let devs: BTreeSet<&String> = old
         .ingress
@@ -439,76 +283,75 @@ pub fn build_fast(old: &NsRules, new: &NsRules, table_exists: bool) -> io::Resul
         .chain(new.ingress.keys())
         .filter(|d| old.ingress.get(*d) != new.ingress.get(*d))
         .collect();
-    if !devs.is_empty() {
-        batch.add(&netdev, MsgType::Add);
-        for dev in devs {
-            let cname = cstring(&format!("in-{dev}"))?;
-            let mut chain = Chain::new(&cname, &netdev);
-            chain.set_hook(Hook::PreRouting, -500);
-            chain.set_device(cstring(dev)?);
-            chain.set_policy(Policy::Accept);
-            batch.add(&chain, MsgType::Add);
-            if old.ingress.contains_key(dev) {
-                batch.add(&Rule::new(&chain), MsgType::Del);
-            }
-            let Some(rule) = new.ingress.get(dev) else { continue };
-            let mut r = Rule::new(&chain);
-            if let DevRule::Loss { per_10000 } = rule {
-                for e in numgen_lt(10_000, *per_10000) {
-                    r.add_expr(&e);
-                }
-            }
-            r.add_expr(&nft_expr!(counter));
-            r.add_expr(&nft_expr!(verdict drop));
-            batch.add(&r, MsgType::Add);
-        }
-    }
-    Ok(batch.finalize())
+    add_ingress(batch, &netdev, devs, old, new, false)
 }
 
 /// Send a finalized batch over a netfilter netlink socket opened in the calling thread's
-/// namespace and check every acknowledgement.
+/// namespace, check every acknowledgement, and close the socket.
 pub fn send(batch: &FinalizedBatch) -> io::Result<()> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
-    let portid = socket.portid();
-    socket.send_all(batch)?;
-    let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
-    let mut expected = batch.sequence_numbers();
-    let mut first_err: Option<io::Error> = None;
-    while !expected.is_empty() {
-        for message in socket.recv(&mut buffer[..])? {
-            let message = message?;
-            let Some(seq) = expected.next() else { break };
-            if let Err(e) = mnl::cb_run(message, seq, portid) {
-                // The kernel aborts the whole transaction on the first error; keep reading acks
-                // only to report the first one.
-                first_err.get_or_insert(e);
+    send_keep(batch).map(drop)
+}
+
+/// [`send`], returning the still open socket. Closing a netfilter socket waits for the
+/// namespace's pending nftables destruction work (an RCU grace period after any transaction
+/// that deleted something), so callers that delete in many namespaces close all sockets at the
+/// end, letting those waits overlap.
+pub fn send_keep(batch: &FinalizedBatch) -> io::Result<crate::nl::Socket> {
+    let sock = crate::nl::Socket::open(libc::NETLINK_NETFILTER)?;
+    let mut data = Vec::new();
+    for page in batch {
+        data.extend_from_slice(page);
+    }
+    sock.send(&data)?;
+    // The kernel runs the whole transaction, commit included, inside sendmsg: every answer is
+    // queued by now. Read them all; the batch's last message (its end) is acknowledged only
+    // when the transaction committed.
+    let last = batch.sequence_numbers().end.wrapping_sub(1);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut committed = false;
+    let mut first_err = None;
+    let mut block = false;
+    while !committed && first_err.is_none() {
+        let n = if block {
+            sock.recv(&mut buf)?
+        } else if let Some(n) = sock.recv_nowait(&mut buf)? {
+            n
+        } else {
+            // Not expected (see above); fall back to waiting.
+            block = true;
+            continue;
+        };
+        for m in crate::nl::messages(&buf[..n]) {
+            if m.ty != crate::nl::NLMSG_ERROR {
+                continue;
+            }
+            match crate::nl::ack_result(m.payload) {
+                Ok(()) => committed |= m.seq == last,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        if first_err.is_some() {
-            break;
-        }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = first_err {
+        return Err(e);
     }
+    Ok(sock)
 }
 
-/// Take this namespace's chaos rules from `old` to `new` (run inside the namespace): the fast
-/// difference transaction, or, if the kernel did not hold `old`, the full one.
-pub fn apply(old: &NsRules, new: &NsRules) -> io::Result<()> {
-    let exists = inet_table_exists()?;
-    match send(&build_fast(old, new, exists)?) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            tracing::debug!(error = %e, "incremental nftables update failed, rebuilding the chaos tables");
-            send(&build_full(old, new)?)
-        }
+/// Remove the chaos tables from this namespace (run inside the namespace): `inet topo`,
+/// `netdev topo` and every partition generation. Returns the open socket (see [`send_keep`]).
+pub fn remove() -> io::Result<crate::nl::Socket> {
+    let mut batch = Batch::new();
+    for fam in [ProtoFamily::Inet, ProtoFamily::NetDev] {
+        let t = Table::new(TABLE, fam);
+        // Adding an existing table is a no-op, so add+delete removes it whether or not it
+        // existed, without failing the transaction.
+        batch.add(&t, MsgType::Add);
+        batch.add(&t, MsgType::Del);
     }
-}
-
-/// Remove the chaos tables from this namespace (run inside the namespace).
-pub fn remove() -> io::Result<()> {
-    send(&remove_batch())
+    for g in crate::gens::list()? {
+        crate::gens::add_delete(&mut batch, g);
+    }
+    send_keep(&batch.finalize())
 }

@@ -195,6 +195,19 @@ impl Socket {
         Ok(rc as usize)
     }
 
+    /// Receive without blocking; `None` when nothing is queued.
+    pub fn recv_nowait(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: recv into a live, writable buffer of the given length.
+        let rc = unsafe {
+            libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+        }
+        Ok(Some(rc as usize))
+    }
+
     /// Send a request with NLM_F_ACK and wait for its ack; a negative errno becomes an error.
     pub fn request(&mut self, msg: &mut Msg) -> io::Result<()> {
         let seq = self.next_seq();
@@ -237,7 +250,8 @@ impl Socket {
     }
 }
 
-fn ack_result(payload: &[u8]) -> io::Result<()> {
+/// The result carried by an NLMSG_ERROR payload (0 = ack).
+pub fn ack_result(payload: &[u8]) -> io::Result<()> {
     if payload.len() < 4 {
         return Err(io::Error::other("short netlink ack"));
     }
