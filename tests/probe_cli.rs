@@ -179,3 +179,90 @@ fn path_becomes(lab: &str, a: &str, b: &str, want: &[&str]) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A generated topology: `n` hosts on one LAN.
+fn big_lan(prefix: &str, n: usize) -> (String, std::path::PathBuf) {
+    let lab = unique_lab(prefix);
+    let text = format!(
+        "name: {lab}\nnetworks:\n  lan:\n    subnet: 10.77.0.0/24\nnodes:\n  h{{1..{n}}}:\n    interfaces: [lan]\n"
+    );
+    let path = std::env::temp_dir().join(format!("{lab}.yaml"));
+    std::fs::write(&path, text).expect("write topology");
+    (lab, path)
+}
+
+#[test]
+fn check_reach_on_a_lan_bigger_than_the_neighbour_table() {
+    if !require_root("probe_cli::big_lan") {
+        return;
+    }
+    // 72 hosts: 72 * 71 = 5112 pairs, each needing a neighbour entry at both ends — five times
+    // the host-wide gc_thresh3 (1024) that ARP-learned entries are limited to.
+    let (lab, file) = big_lan("pb", 72);
+    let _g = Guard(lab.clone(), file.clone());
+    ok(&["up", file.to_str().expect("utf-8 path")]);
+    let out = json(&ok(&["check", "reach", "--lab", &lab, "--expect", "auto", "--json"]));
+    assert_eq!(out["ok"], true, "mismatches: {}", out["mismatches"]);
+    let pairs = out["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 72 * 71);
+    let unreached = pairs.iter().filter(|p| p["reached"] != true).count();
+    assert_eq!(unreached, 0, "first: {:?}", pairs.iter().find(|p| p["reached"] != true));
+    let installed = out["neighbours_installed"].as_u64().unwrap_or(0);
+    assert!(installed > 1024, "permanent entries were installed: {installed}");
+    // ... for the run only: the lab's tables are as before.
+    let ns = format!("topo-{lab}.h1");
+    let o =
+        Command::new("ip").args(["-n", &ns, "-4", "neigh", "show", "nud", "permanent"]).output().expect("ip");
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    // The table output says so too.
+    let text = ok(&["check", "reach", "--lab", &lab]);
+    assert!(text.contains("5112/5112 pairs reached"), "{text}");
+    assert!(text.contains("permanent neighbour entries installed"), "{text}");
+}
+
+#[test]
+fn converge_udp_and_tcp_streams_on_ospf_triangle() {
+    if !require_root("probe_cli::converge_udp_tcp") {
+        return;
+    }
+    if !Path::new("/usr/lib/frr/ospfd").exists() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "FRR is not installed (CI=true)");
+        eprintln!("SKIP probe_cli::converge_udp_tcp: FRR is not installed");
+        return;
+    }
+    let (lab, file) = example("triangle.yaml", "pu");
+    let _g = Guard(lab.clone(), file.clone());
+    ok(&["up", file.to_str().expect("utf-8 path")]);
+    for (proto, port) in [("udp", 7980), ("tcp", 7981)] {
+        // h3 -> h1 runs r3 -> r2 -> r1; taking r2-r3 down moves it to r3-r1.
+        assert!(path_becomes(&lab, "h3", "h1", &["r3", "r2", "r1"]), "{proto}: h3->h1 not via r2");
+        let p = format!("{proto}:{port}");
+        let argv = [
+            "check",
+            "converge",
+            "--lab",
+            &lab,
+            "--proto",
+            &p,
+            "--flow",
+            "h3->h1",
+            "--flow",
+            "h2->h1",
+            "--timeout",
+            "20s",
+            "--json",
+            "--fault",
+            "link down r2 r3",
+        ];
+        let rep = json(&ok(&argv));
+        assert_eq!(rep["proto"]["proto"], proto, "{rep}");
+        assert_eq!(rep["proto"]["port"], port, "{rep}");
+        let f = &rep["flows"][0];
+        assert_eq!(f["converged"], true, "{rep}");
+        let outage = f["outage_ms"].as_f64().unwrap_or(0.0);
+        eprintln!("{p}: link down r2 r3: h3->h1 outage {outage:.1} ms, lost {}", f["lost"]);
+        assert!(outage > 0.0 && outage < 3000.0, "{p}: a short reroute: {rep}");
+        assert_eq!(rep["flows"][1]["lost"], 0, "{p}: h2->h1 does not use r2-r3: {rep}");
+        ok(&["link", "up", "--lab", &lab, "r2", "r3"]);
+    }
+}

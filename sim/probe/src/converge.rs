@@ -6,7 +6,7 @@
 //! thread calls `inject`, so probes keep flowing while the fault is applied.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::{mpsc as smpsc, Arc};
@@ -33,12 +33,6 @@ pub fn converge(
     inject: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<ConvergeReport, ProbeError> {
     tracing::debug!(state_dir = %state_dir.display(), flows = req.flows.len(), "converge");
-    if req.proto != Proto::Icmp {
-        return Err(ProbeError::Invalid(format!(
-            "convergence streams support icmp only for now, not {}",
-            req.proto
-        )));
-    }
     if req.flows.is_empty() {
         return Err(ProbeError::Invalid("no flow to measure: give at least one FROM->TO".into()));
     }
@@ -71,30 +65,62 @@ pub fn converge(
     for w in &watch {
         node(plan, w)?;
     }
+    // Namespace thread: flow sources (i), watched nodes (nf + i), flow destinations (nf + nw + i).
+    let (nf, nw) = (req.flows.len(), watch.len());
     let mut names: Vec<&str> = req.flows.iter().map(|f| f.from.as_str()).collect();
     names.extend(watch.iter().map(String::as_str));
-    let nst = ns_thread_for(plan, &names)?;
+    names.extend(req.flows.iter().map(|f| f.to.as_str()));
+    let nst = Arc::new(ns_thread_for(plan, &names)?);
     let mut flow_socks = Vec::new();
+    let mut listeners = Vec::new();
     for (i, f) in req.flows.iter().enumerate() {
-        flow_socks.push(
-            nst.run(i, sys::raw_icmp_socket)
-                .map_err(|e| ProbeError::io(format!("{}: ICMP socket", f.from), e))?,
-        );
+        let sock = match req.proto {
+            Proto::Icmp => FlowSock::Icmp(
+                nst.run(i, sys::raw_icmp_socket)
+                    .map_err(|e| ProbeError::io(format!("{}: ICMP socket", f.from), e))?,
+            ),
+            Proto::Udp(_) => FlowSock::Udp(
+                nst.run(i, || {
+                    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                    s.set_nonblocking(true)?;
+                    sys::set_rcvbuf(s.as_fd(), sys::PROBE_RCVBUF);
+                    Ok(s)
+                })
+                .map_err(|e| ProbeError::io(format!("{}: UDP socket", f.from), e))?,
+            ),
+            Proto::Tcp(_) => {
+                raise_fd_limit();
+                FlowSock::Tcp(
+                    nst.run(i, || tcp_sockets(TCP_POOL))
+                        .map_err(|e| ProbeError::io(format!("{}: TCP sockets", f.from), e))?,
+                )
+            }
+        };
+        flow_socks.push(sock);
+        // The destination answers with topo's in-process listener when the port is free; when
+        // it is taken (a topo responder, an application), that one answers.
+        let what = req_proto_port(req);
+        if let Some(l) = nst
+            .run(nf + nw + i, move || listener(what))
+            .map_err(|e| ProbeError::io(format!("{}: listen on port", f.to), e))?
+        {
+            listeners.push(l);
+        }
     }
     let mut monitors = Vec::new();
     for (i, w) in watch.iter().enumerate() {
         let pair = nst
-            .run(req.flows.len() + i, || Ok((sys::route_monitor_socket()?, sys::inet_dgram_socket()?)))
+            .run(nf + i, || Ok((sys::route_monitor_socket()?, sys::inet_dgram_socket()?)))
             .map_err(|e| ProbeError::io(format!("{w}: route monitor"), e))?;
         monitors.push((w.clone(), pair.0, pair.1));
     }
-    drop(nst);
 
     let (ready_tx, ready_rx) = smpsc::channel::<Result<(), ProbeError>>();
     let (go_tx, go_rx) = oneshot::channel::<Option<(Instant, Instant)>>();
     let rt = runtime()?;
+    let io = FlowIo { socks: flow_socks, listeners, nst: nst.clone() };
     std::thread::scope(|s| {
-        let measure = s.spawn(|| rt.block_on(measure(req, &dsts, flow_socks, monitors, ready_tx, go_rx)));
+        let measure = s.spawn(|| rt.block_on(measure(req, &dsts, io, monitors, ready_tx, go_rx)));
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -120,6 +146,112 @@ pub fn converge(
         let _ = go_tx.send(Some((t0, t1)));
         measure.join().map_err(|_| ProbeError::Invalid("measurement thread panicked".into()))?
     })
+}
+
+/// TCP sockets kept ready per flow (created in the source's namespace ahead of use).
+const TCP_POOL: usize = 256;
+
+fn req_proto_port(req: &ConvergeRequest) -> Option<(bool, u16)> {
+    match req.proto {
+        Proto::Icmp => None,
+        Proto::Udp(p) => Some((false, p)),
+        Proto::Tcp(p) => Some((true, p)),
+    }
+}
+
+enum Listener {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
+}
+
+/// A listener on the flow's port in the calling thread's namespace; `None` for ICMP or when
+/// the port is taken.
+fn listener(what: Option<(bool, u16)>) -> io::Result<Option<Listener>> {
+    let any = std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+    let r = match what {
+        None => return Ok(None),
+        Some((false, port)) => std::net::UdpSocket::bind(std::net::SocketAddrV4::new(*any.ip(), port))
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                sys::set_rcvbuf(s.as_fd(), sys::PROBE_RCVBUF);
+                Ok(Listener::Udp(s))
+            }),
+        Some((true, port)) => std::net::TcpListener::bind(std::net::SocketAddrV4::new(*any.ip(), port))
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok(Listener::Tcp(l))
+            }),
+    };
+    match r {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fresh TCP sockets of the calling thread's namespace, closing with RST (no TIME_WAIT pile-up
+/// at a thousand connections per second).
+fn tcp_sockets(n: usize) -> io::Result<Vec<tokio::net::TcpSocket>> {
+    (0..n)
+        .map(|_| {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.set_zero_linger()?;
+            Ok(s)
+        })
+        .collect()
+}
+
+/// TCP flows hold a descriptor per connect in flight (up to loss_timeout / interval per flow):
+/// lift the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read/write one live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, std::ptr::from_mut(&mut lim)) == 0
+            && lim.rlim_cur < lim.rlim_max
+        {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, std::ptr::from_ref(&lim));
+        }
+    }
+}
+
+enum FlowSock {
+    Icmp(OwnedFd),
+    Udp(std::net::UdpSocket),
+    Tcp(Vec<tokio::net::TcpSocket>),
+}
+
+struct FlowIo {
+    socks: Vec<FlowSock>,
+    listeners: Vec<Listener>,
+    nst: Arc<sys::NsThread>,
+}
+
+/// A flow's sending side inside the runtime.
+enum Sender {
+    Icmp(Arc<tokio::io::unix::AsyncFd<OwnedFd>>),
+    Udp(Arc<tokio::net::UdpSocket>),
+    Tcp { pool: Vec<tokio::net::TcpSocket>, refilling: bool },
+}
+
+/// Probe payload: token, flow, sequence number.
+fn stream_payload(tok: u32, flow: usize, seq: usize) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    p[..4].copy_from_slice(&tok.to_be_bytes());
+    p[4..8].copy_from_slice(&(flow as u32).to_be_bytes());
+    p[8..].copy_from_slice(&(seq as u32).to_be_bytes());
+    p
+}
+
+/// (flow, seq) of a payload carrying `tok`.
+fn parse_stream_payload(p: &[u8], tok: u32) -> Option<(usize, usize)> {
+    if p.len() < 12 || p[..4] != tok.to_be_bytes() {
+        return None;
+    }
+    let f = u32::from_be_bytes([p[4], p[5], p[6], p[7]]) as usize;
+    let seq = u32::from_be_bytes([p[8], p[9], p[10], p[11]]) as usize;
+    Some((f, seq))
 }
 
 struct FlowState {
@@ -201,14 +333,28 @@ impl FlowState {
 }
 
 enum Msg {
-    Reply { flow: usize, seq: usize, at: Instant },
-    Route { at: Instant, node: String, change: sys::RouteChange, dev: Option<String> },
+    Reply {
+        flow: usize,
+        seq: usize,
+        at: Instant,
+    },
+    /// Fresh TCP sockets for a flow's pool.
+    Pool {
+        flow: usize,
+        socks: Vec<tokio::net::TcpSocket>,
+    },
+    Route {
+        at: Instant,
+        node: String,
+        change: sys::RouteChange,
+        dev: Option<String>,
+    },
 }
 
 async fn measure(
     req: &ConvergeRequest,
     dsts: &[Ipv4Addr],
-    flow_socks: Vec<OwnedFd>,
+    io: FlowIo,
     monitors: Vec<(String, OwnedFd, OwnedFd)>,
     ready: smpsc::Sender<Result<(), ProbeError>>,
     mut go: oneshot::Receiver<Option<(Instant, Instant)>>,
@@ -217,45 +363,90 @@ async fn measure(
     let id = tok as u16;
     let k = req.stable;
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let mut socks = Vec::new();
+    let mut socks: Vec<Sender> = Vec::new();
     let mut tasks = Vec::new();
-    for (flow, fd) in flow_socks.into_iter().enumerate() {
-        let afd = Arc::new(sys::async_fd(fd).map_err(|e| ProbeError::io("register ICMP socket", e))?);
-        socks.push(afd.clone());
+    let FlowIo { socks: flow_socks, listeners, nst } = io;
+    for (flow, sock) in flow_socks.into_iter().enumerate() {
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let Ok(mut guard) = afd.readable().await else { return };
-                loop {
-                    match sys::recv(afd.get_ref().as_fd(), &mut buf) {
-                        Ok(len) => {
-                            let at = Instant::now();
-                            if let Some(Icmp::EchoReply { id: rid, payload, .. }) =
-                                sys::parse_icmp(&buf[..len])
-                            {
-                                if rid != id || payload.len() < 12 || payload[..4] != tok.to_be_bytes() {
-                                    continue;
+        match sock {
+            FlowSock::Icmp(fd) => {
+                let afd = Arc::new(sys::async_fd(fd).map_err(|e| ProbeError::io("register ICMP socket", e))?);
+                socks.push(Sender::Icmp(afd.clone()));
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    loop {
+                        let Ok(mut guard) = afd.readable().await else { return };
+                        loop {
+                            match sys::recv(afd.get_ref().as_fd(), &mut buf) {
+                                Ok(len) => {
+                                    let at = Instant::now();
+                                    let Some(Icmp::EchoReply { id: rid, payload, .. }) =
+                                        sys::parse_icmp(&buf[..len])
+                                    else {
+                                        continue;
+                                    };
+                                    let Some((f, seq)) =
+                                        parse_stream_payload(payload, tok).filter(|_| rid == id)
+                                    else {
+                                        continue;
+                                    };
+                                    if f == flow && tx.send(Msg::Reply { flow, seq, at }).is_err() {
+                                        return;
+                                    }
                                 }
-                                let f = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-                                let seq =
-                                    u32::from_be_bytes([payload[8], payload[9], payload[10], payload[11]]);
-                                if f as usize == flow
-                                    && tx.send(Msg::Reply { flow, seq: seq as usize, at }).is_err()
-                                {
-                                    return;
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    guard.clear_ready();
+                                    break;
                                 }
+                                Err(_) => return,
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(_) => return,
                     }
-                }
+                }));
             }
-        }));
+            FlowSock::Udp(s) => {
+                let s = Arc::new(
+                    tokio::net::UdpSocket::from_std(s)
+                        .map_err(|e| ProbeError::io("register UDP socket", e))?,
+                );
+                socks.push(Sender::Udp(s.clone()));
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    // Echoes: `TOPO <observed source>` then the probe (topo's listener or responder).
+                    while let Ok(len) = s.recv(&mut buf).await {
+                        let at = Instant::now();
+                        let Some((_, p)) = crate::reach::parse_responder_echo(&buf[..len]) else { continue };
+                        let Some((f, seq)) = parse_stream_payload(p, tok) else { continue };
+                        if f == flow && tx.send(Msg::Reply { flow, seq, at }).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            FlowSock::Tcp(pool) => socks.push(Sender::Tcp { pool, refilling: false }),
+        }
+    }
+    for l in listeners {
+        match l {
+            Listener::Udp(l) => {
+                let l = tokio::net::UdpSocket::from_std(l)
+                    .map_err(|e| ProbeError::io("register UDP listener", e))?;
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    while let Ok((len, peer)) = l.recv_from(&mut buf).await {
+                        let mut out = format!("TOPO {peer}\n").into_bytes();
+                        out.extend_from_slice(&buf[..len.min(1024)]);
+                        let _ = l.try_send_to(&out, peer);
+                    }
+                }));
+            }
+            Listener::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(|e| ProbeError::io("register TCP listener", e))?;
+                // A completed handshake is the answer; the connection is dropped at once.
+                tasks.push(tokio::spawn(async move { while l.accept().await.is_ok() {} }));
+            }
+        }
     }
     for (name, nl, inet) in monitors {
         let afd = sys::async_fd(nl).map_err(|e| ProbeError::io("register netlink socket", e))?;
@@ -292,7 +483,7 @@ async fn measure(
             }
         }));
     }
-    drop(tx);
+    // `tx` stays alive: TCP connects and pool refills report through it.
 
     let mut flows: Vec<FlowState> = req.flows.iter().map(|_| FlowState::new()).collect();
     let mut routes: Vec<(Instant, String, sys::RouteChange, Option<String>)> = Vec::new();
@@ -301,6 +492,10 @@ async fn measure(
     let mut eval = tokio::time::interval(Duration::from_millis(5));
     let started = Instant::now();
     let mut pkt = Vec::with_capacity(64);
+    let port = match req.proto {
+        Proto::Icmp => 0,
+        Proto::Udp(p) | Proto::Tcp(p) => p,
+    };
     let mut ready = Some(ready);
     let mut injected: Option<(Instant, Instant)> = None;
     let mut ended: Option<Instant> = None;
@@ -309,12 +504,39 @@ async fn measure(
             _ = ticker.tick() => {
                 for (f, st) in flows.iter_mut().enumerate() {
                     let seq = st.sent.len();
-                    let mut payload = tok.to_be_bytes().to_vec();
-                    payload.extend_from_slice(&(f as u32).to_be_bytes());
-                    payload.extend_from_slice(&(seq as u32).to_be_bytes());
-                    sys::build_echo(&mut pkt, id, seq as u16, &payload);
+                    let payload = stream_payload(tok, f, seq);
                     // A failed send (no route right now) is a lost probe like any other.
-                    let _ = sys::send_to(socks[f].get_ref().as_fd(), &pkt, dsts[f]);
+                    match &mut socks[f] {
+                        Sender::Icmp(s) => {
+                            sys::build_echo(&mut pkt, id, seq as u16, &payload);
+                            let _ = sys::send_to(s.get_ref().as_fd(), &pkt, dsts[f]);
+                        }
+                        Sender::Udp(s) => {
+                            let _ = s.try_send_to(&payload, SocketAddrV4::new(dsts[f], port).into());
+                        }
+                        Sender::Tcp { pool, refilling } => {
+                            // No socket ready is our shortfall, not the network's: skip the
+                            // tick instead of counting a loss.
+                            let Some(sock) = pool.pop() else { continue };
+                            if pool.len() < TCP_POOL / 2 && !*refilling {
+                                *refilling = true;
+                                let (nst, tx) = (nst.clone(), tx.clone());
+                                tokio::spawn(async move {
+                                    if let Ok(socks) = nst.run_async(f, || tcp_sockets(TCP_POOL)).await {
+                                        let _ = tx.send(Msg::Pool { flow: f, socks });
+                                    }
+                                });
+                            }
+                            let (tx, to, wait) = (tx.clone(), SocketAddrV4::new(dsts[f], port), req.loss_timeout);
+                            tokio::spawn(async move {
+                                if let Ok(Ok(conn)) = tokio::time::timeout(wait, sock.connect(to.into())).await {
+                                    let at = Instant::now();
+                                    drop(conn);
+                                    let _ = tx.send(Msg::Reply { flow: f, seq, at });
+                                }
+                            });
+                        }
+                    }
                     st.sent.push(Instant::now());
                     st.recv.push(None);
                 }
@@ -326,6 +548,12 @@ async fn measure(
                     }
                 }
                 Some(Msg::Route { at, node, change, dev }) => routes.push((at, node, change, dev)),
+                Some(Msg::Pool { flow, socks: more }) => {
+                    if let Some(Sender::Tcp { pool, refilling }) = socks.get_mut(flow) {
+                        pool.extend(more);
+                        *refilling = false;
+                    }
+                }
                 None => {}
             },
             g = &mut go, if injected.is_none() && ready.is_none() => match g {

@@ -214,16 +214,30 @@ fn converge_measures_a_known_300ms_outage() {
         "table ip tc { set on { type ipv4_addr; }\n chain in { type filter hook input priority 0; ip saddr @on drop; }\n}\n",
     );
     let mut shell = NftShell::new(lab.ns("h2"));
-    let on = format!("add element ip tc on {{ {h1} }}");
-    let off = format!("delete element ip tc on {{ {h1} }}");
     // Warm the session up so its first command is not slower than the second.
     shell.send("list tables");
     std::thread::sleep(Duration::from_millis(50));
     let shell = std::sync::Arc::new(std::sync::Mutex::new(shell));
+    // The same outage seen by every stream kind: ICMP echo, UDP echoed by topo's listener in
+    // h2, TCP connects accepted by it.
+    for proto in [Proto::Icmp, Proto::Udp(7970), Proto::Tcp(7971)] {
+        known_outage(&lab, &shell, h1, proto);
+    }
+}
+
+fn known_outage(
+    lab: &TestLab,
+    shell: &std::sync::Arc<std::sync::Mutex<NftShell>>,
+    h1: std::net::Ipv4Addr,
+    proto: Proto,
+) {
+    let on = format!("add element ip tc on {{ {h1} }}");
+    let off = format!("delete element ip tc on {{ {h1} }}");
     let mut req = ConvergeRequest::new(vec![
         Flow { from: "h1".into(), to: "h2".into() },
         Flow { from: "h3".into(), to: "h2".into() },
     ]);
+    req.proto = proto;
     req.timeout = Duration::from_secs(10);
     req.quiet = Duration::from_millis(600);
     req.loss_timeout = Duration::from_millis(200);
@@ -241,19 +255,52 @@ fn converge_measures_a_known_300ms_outage() {
         }));
         Ok(())
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{proto}: {e}"));
     timer.unwrap().join().unwrap();
     let json = serde_json::to_string_pretty(&report).unwrap();
+    assert_eq!(report.proto, proto);
     let f = &report.flows[0];
-    let outage = f.outage_ms.unwrap_or_else(|| panic!("no outage measured: {json}"));
-    assert!((outage - 300.0).abs() <= 5.0, "outage {outage} ms, want 300±5: {json}");
-    assert!(f.converged && f.stable_ms.unwrap() > f.last_loss_ms.unwrap(), "{json}");
-    assert!((f.lost as f64 - 300.0).abs() <= 6.0, "{json}");
+    let outage = f.outage_ms.unwrap_or_else(|| panic!("{proto}: no outage measured: {json}"));
+    eprintln!("{proto}: measured outage {outage:.1} ms, {} lost", f.lost);
+    assert!((outage - 300.0).abs() <= 5.0, "{proto}: outage {outage} ms, want 300±5: {json}");
+    assert!(f.converged && f.stable_ms.unwrap() > f.last_loss_ms.unwrap(), "{proto}: {json}");
+    assert!((f.lost as f64 - 300.0).abs() <= 6.0, "{proto}: {json}");
     // The other flow is untouched.
     let g = &report.flows[1];
-    assert_eq!((g.lost, g.outage_ms), (0, None), "{json}");
+    assert_eq!((g.lost, g.outage_ms), (0, None), "{proto}: {json}");
     assert!(g.converged);
     assert!(report.timeline.windows(2).all(|w| w[0].t_ms() <= w[1].t_ms()));
+}
+
+#[test]
+fn converge_without_an_answering_port_is_not_flowing() {
+    if !require_root("probe::converge_refused") {
+        return;
+    }
+    // Something else holds the UDP port in b but never answers: no echo comes back, so the
+    // stream does not work before the fault and nothing is measured.
+    let lab = TestLab::nat(&unique_lab("pf"), false).unwrap();
+    let mut hold = Command::new("ip")
+        .args(["netns", "exec", lab.ns("b"), "python3", "-c"])
+        .arg("import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',7972)); print('up',flush=True); time.sleep(30)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the port is bound.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hold.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    let mut req = ConvergeRequest::new(vec![Flow { from: "a".into(), to: "b".into() }]);
+    req.proto = Proto::Udp(7972);
+    req.timeout = Duration::from_millis(800);
+    let r = topo_probe::converge(&lab.plan, std::path::Path::new("/tmp"), &req, &mut || Ok(()));
+    let _ = hold.kill();
+    let _ = hold.wait();
+    match r {
+        Err(topo_probe::ProbeError::NotFlowing(msg)) => assert!(msg.contains("a->b"), "{msg}"),
+        other => panic!("expected NotFlowing, got {other:?}"),
+    }
 }
 
 #[test]
