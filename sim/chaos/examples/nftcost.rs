@@ -114,8 +114,8 @@ impl Drop for Ns {
 
 fn main() {
     let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let a = Ns { name: format!("topo-nftcostA{}", std::process::id()) };
-    let b = Ns { name: format!("topo-nftcostB{}", std::process::id()) };
+    let a = Ns { name: format!("nftcost-a{}", std::process::id()) };
+    let b = Ns { name: format!("nftcost-b{}", std::process::id()) };
     let na = topo_netns::Netns::create(&a.name).unwrap();
     let nb = topo_netns::Netns::create(&b.name).unwrap();
     std::thread::scope(|s| {
@@ -133,7 +133,39 @@ fn base(inet: &Table) -> Chain<'_> {
     input
 }
 
+fn meminfo(key: &str) -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kernel memory of 100 dormant generations of 250 sources each (`MEM=1`).
+fn memory() {
+    let v4: Vec<Ipv4Addr> = (0..250u32).map(|i| Ipv4Addr::from(0x0a4e_0000 + i)).collect();
+    let (slab0, avail0) = (meminfo("Slab:"), meminfo("MemAvailable:"));
+    for g in 0..100 {
+        let mut b = Batch::new();
+        topo_chaos::gens::add_create(&mut b, g, &v4, &[]);
+        topo_chaos::gens::add_retire(&mut b, g);
+        topo_chaos::nft::send(&b.finalize()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (slab1, avail1) = (meminfo("Slab:"), meminfo("MemAvailable:"));
+    println!(
+        "100 dormant generations x 250 sources: Slab +{} kB, MemAvailable -{} kB (noisy: shared machine)",
+        slab1 - slab0,
+        avail0 - avail1
+    );
+}
+
 fn run(reps: usize, other: &topo_netns::Netns) {
+    if std::env::var_os("MEM").is_some() {
+        memory();
+        return;
+    }
     let inet = Table::new(c"t", ProtoFamily::Inet);
     let input = base(&inet);
     let c2 = Chain::new(c"c2", &inet);

@@ -38,6 +38,9 @@ pub const PREFIX: &str = "topo-p";
 /// Stale generations a namespace may keep before they are deleted (each deletion round costs
 /// one RCU grace period, ~8–16 ms, so it is amortised over this many changes).
 pub const KEEP_STALE: usize = 8;
+/// ... and the source addresses they may hold in all (kernel memory: ~60 bytes each; a
+/// partition of a 500-node lab in two halves puts 250 in each namespace's generation).
+pub const KEEP_STALE_SOURCES: usize = 1024;
 
 /// The generation bookkeeping of a lab.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +56,14 @@ pub struct Gens {
 pub struct NsGens {
     /// The generation in force (its drops apply), if any.
     pub active: Option<u64>,
+    /// How many source addresses it drops.
+    #[serde(default)]
+    pub active_sources: usize,
     /// Generations switched off, awaiting deletion.
     pub stale: Vec<u64>,
+    /// How many source addresses they hold in all.
+    #[serde(default)]
+    pub stale_sources: usize,
 }
 
 fn path(state_dir: &Path) -> PathBuf {
@@ -96,9 +105,18 @@ impl Gens {
             g
         });
         let retire = entry.active.take();
-        entry.stale.extend(retire);
+        if retire.is_some() {
+            entry.stale.extend(retire);
+            entry.stale_sources += entry.active_sources;
+        }
         entry.active = create;
-        let gc = if entry.stale.len() > KEEP_STALE { std::mem::take(&mut entry.stale) } else { Vec::new() };
+        entry.active_sources = if create.is_some() { drops.len() } else { 0 };
+        let gc = if entry.stale.len() > KEEP_STALE || entry.stale_sources > KEEP_STALE_SOURCES {
+            entry.stale_sources = 0;
+            std::mem::take(&mut entry.stale)
+        } else {
+            Vec::new()
+        };
         let (v4, v6) = split(drops);
         Step { create, retire, gc, v4, v6, rebuild: false }
     }
@@ -279,7 +297,8 @@ pub fn recover(batch: &mut Batch, step: &Step, next: u64) -> io::Result<NsGens> 
         add_create(batch, g, &step.v4, &step.v6);
         Some(g)
     };
-    Ok(NsGens { active, stale: Vec::new() })
+    let active_sources = if active.is_some() { step.v4.len() + step.v6.len() } else { 0 };
+    Ok(NsGens { active, active_sources, stale: Vec::new(), stale_sources: 0 })
 }
 
 #[cfg(test)]
@@ -296,7 +315,7 @@ mod tests {
         assert_eq!((s.create, s.retire, s.gc.len()), (Some(0), None, 0));
         let s = g.plan("n", &BTreeSet::new());
         assert_eq!((s.create, s.retire), (None, Some(0)));
-        assert_eq!(g.ns["n"], NsGens { active: None, stale: vec![0] });
+        assert_eq!(g.ns["n"], NsGens { active: None, active_sources: 0, stale: vec![0], stale_sources: 1 });
         let (mut gcs, mut retired, mut collected) = (0, 1, 0);
         let none = BTreeSet::new();
         for i in 0..80 {
@@ -311,6 +330,12 @@ mod tests {
         }
         assert_eq!(gcs, retired / (KEEP_STALE + 1), "stale generations are collected in rounds");
         assert_eq!(collected + g.ns["n"].stale.len(), retired, "every retired generation is accounted for");
+        // Big generations are collected sooner: by the sources they hold.
+        let mut g = Gens::default();
+        let big: BTreeSet<IpAddr> =
+            (0..400u32).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))).collect();
+        let rounds: Vec<usize> = (0..12).map(|_| g.plan("n", &big).gc.len()).collect();
+        assert_eq!(rounds, [0, 0, 0, 3, 0, 0, 3, 0, 0, 3, 0, 0], "1024 sources: every third retirement");
         assert_eq!(parse_name(table_name(17).to_str().unwrap()), Some(17));
         assert_eq!(parse_name("topo"), None);
     }
