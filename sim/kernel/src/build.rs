@@ -767,17 +767,32 @@ fn write_etc_files(plan: &Plan, sd: &StateDir) -> Result<(), KernelError> {
     let etc_netns = Path::new(topo_netns::ETC_NETNS_DIR);
     fs::create_dir_all(etc_netns).map_err(|e| io_err("create", etc_netns, e))?;
     let anchor = etc_netns.join(&plan.fabric.netns);
-    std::os::unix::fs::symlink(&target, &anchor).map_err(|e| io_err("create", &anchor, e))?;
+    // An entry of this lab's name that exists now is residue of an earlier run (the lab is
+    // locked and has no namespaces): replace it.
+    let replace = |p: &Path, make: &dyn Fn() -> io::Result<()>| -> Result<(), KernelError> {
+        match make() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let gone = if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(p)
+                } else {
+                    fs::remove_file(p)
+                };
+                gone.and_then(|()| make()).map_err(|e| io_err("replace", p, e))
+            }
+            r => r.map_err(|e| io_err("create", p, e)),
+        }
+    };
+    replace(&anchor, &|| std::os::unix::fs::symlink(&target, &anchor))?;
     for n in &plan.nodes {
         let link = etc_netns.join(&n.netns);
-        match nix::unistd::linkat(None, &anchor, None, &link, nix::fcntl::AtFlags::empty()) {
-            Ok(()) => {}
-            Err(nix::Error::EEXIST) => {
-                return Err(io_err("create", &link, io::Error::from(io::ErrorKind::AlreadyExists)))
+        replace(&link, &|| {
+            match nix::unistd::linkat(None, &anchor, None, &link, nix::fcntl::AtFlags::empty()) {
+                Ok(()) => Ok(()),
+                Err(nix::Error::EEXIST) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+                // No hard links here: a symbolic link of its own.
+                Err(_) => std::os::unix::fs::symlink(&target, &link),
             }
-            // No hard links here: a symbolic link of its own.
-            Err(_) => std::os::unix::fs::symlink(&target, &link).map_err(|e| io_err("create", &link, e))?,
-        }
+        })?;
     }
     Ok(())
 }

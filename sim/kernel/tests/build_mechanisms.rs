@@ -96,6 +96,11 @@ fn up_builds_shared_files_uts_tmpfs_and_sysctls_and_down_removes_them() {
     let lab = unique_lab("bm");
     let (plan, source) = plan_of(&lab);
     let _g = Guard(lab.clone());
+    // Residue of an earlier run in /etc/netns (a directory as the old layout had it) is replaced.
+    let etc = Path::new(topo_netns::ETC_NETNS_DIR);
+    std::fs::create_dir_all(etc.join(format!("topo-{lab}.ha1"))).unwrap();
+    std::fs::write(etc.join(format!("topo-{lab}.ha1/hosts")), "stale").unwrap();
+    std::fs::create_dir_all(etc.join(format!("topo-{lab}"))).unwrap();
     up(&plan, &source, &UpOpts::default()).expect("up");
     let state = topo_kernel::state_dir(&lab);
 
