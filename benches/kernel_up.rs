@@ -5,7 +5,8 @@
 //! `KERNEL_BENCH_REPS=3` to change sizes and repetitions; the median is reported).
 //!
 //! Both sides are whole processes timed from the outside: `topo` includes parsing and planning
-//! the file; the baseline includes every `ip` process it starts.
+//! the file; the baseline includes every `ip` process it starts. The last column is the 1-minute
+//! load average before and after each size.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -27,10 +28,11 @@ fn main() {
     let topo = topo_exe();
     println!("kernel lab up+down, single LAN of N hosts; median of {reps} run(s); times in seconds");
     println!(
-        "{:>5} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>7} | {:>9}",
-        "N", "topo up", "down", "total", "ip up", "down", "total", "speedup", "topo RSS"
+        "{:>5} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>7} | {:>9} | {:>9}",
+        "N", "topo up", "down", "total", "ip up", "down", "total", "speedup", "topo RSS", "load 1m"
     );
     for n in sizes {
+        let load_before = load_avg();
         let mut topo_runs = Vec::new();
         let mut base_runs = Vec::new();
         let mut rss = 0u64;
@@ -46,7 +48,7 @@ fn main() {
         let (bu, bd) = median(&base_runs);
         let (tt, bt) = (tu + td, bu + bd);
         println!(
-            "{n:>5} | {:>8.3} {:>8.3} {:>8.3} | {:>8.3} {:>8.3} {:>8.3} | {:>6.1}x | {:>6.1} MB",
+            "{n:>5} | {:>8.3} {:>8.3} {:>8.3} | {:>8.3} {:>8.3} {:>8.3} | {:>6.1}x | {:>6.1} MB | {load_before}->{}",
             tu.as_secs_f64(),
             td.as_secs_f64(),
             tt.as_secs_f64(),
@@ -54,10 +56,19 @@ fn main() {
             bd.as_secs_f64(),
             bt.as_secs_f64(),
             bt.as_secs_f64() / tt.as_secs_f64(),
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            load_avg()
         );
         let _ = std::io::stdout().flush();
     }
+}
+
+/// The 1-minute load average (the machine is shared: figures are only comparable at a like load).
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The release `topo` next to this bench binary (cargo builds it for benches), else debug.
