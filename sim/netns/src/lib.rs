@@ -328,32 +328,39 @@ pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
 
 /// Write several sysctls in the calling thread's namespace, in order; one result per key.
 ///
-/// `/proc/sys` keeps one entry per network namespace under the same name, so every path
-/// lookup of `/proc/sys/net/...` compares against the entries of every namespace on the
-/// machine. The `net` directory is looked up once here and the keys below it are opened
-/// relative to it.
+/// `/proc/sys/net/<x>` exists once per network namespace under the same parent, so looking up
+/// `<x>` compares against the entries of every namespace on the machine (a cost that grows with
+/// their number). Each such directory is looked up once here (e.g. `ipv6` for both
+/// `net.ipv6.conf.all.disable_ipv6` and `net.ipv6.conf.default.disable_ipv6`) and the keys below
+/// it are opened relative to it.
 pub fn write_sysctls<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<io::Result<()>> {
-    let net = File::open("/proc/sys/net").ok();
+    let mut dirs: Vec<(String, Option<File>)> = Vec::new();
     pairs
         .into_iter()
-        .map(|(key, value)| match (&net, key.strip_prefix("net.")) {
-            (Some(dir), Some(rest)) => {
-                let rel = rest.replace('.', "/");
-                let write = || -> io::Result<()> {
-                    let fd = nix::fcntl::openat(
-                        Some(dir.as_raw_fd()),
-                        rel.as_str(),
-                        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::empty(),
-                    )
-                    .map_err(nix_io)?;
-                    // SAFETY: openat returned a new fd that nothing else owns.
-                    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                    std::io::Write::write_all(&mut f, value.as_bytes())
-                };
-                write().map_err(|e| io::Error::new(e.kind(), format!("/proc/sys/net/{rel}: {e}")))
-            }
-            _ => write_sysctl(key, value),
+        .map(|(key, value)| {
+            let Some((top, rest)) = key.strip_prefix("net.").and_then(|r| r.split_once('.')) else {
+                return write_sysctl(key, value);
+            };
+            let i = dirs.iter().position(|(t, _)| t == top).unwrap_or_else(|| {
+                dirs.push((top.to_owned(), File::open(format!("/proc/sys/net/{top}")).ok()));
+                dirs.len() - 1
+            });
+            let dir = &dirs[i].1;
+            let Some(dir) = dir else { return write_sysctl(key, value) };
+            let rel = rest.replace('.', "/");
+            let write = || -> io::Result<()> {
+                let fd = nix::fcntl::openat(
+                    Some(dir.as_raw_fd()),
+                    rel.as_str(),
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(nix_io)?;
+                // SAFETY: openat returned a new fd that nothing else owns.
+                let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                std::io::Write::write_all(&mut f, value.as_bytes())
+            };
+            write().map_err(|e| io::Error::new(e.kind(), format!("/proc/sys/net/{top}/{rel}: {e}")))
         })
         .collect()
 }
