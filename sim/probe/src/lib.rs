@@ -1,18 +1,20 @@
-//! `topo-probe`: assertions on live traffic in a kernel lab.
+//! `topo-probe`: assertions on live traffic in a kernel lab (overview in `docs/probes.md`).
 //!
 //! For every node involved, the probe sockets are opened inside the node's namespace on one
-//! dedicated thread ([`sys::NsThread`], which `setns`es between namespaces), then handed to a
-//! single tokio loop that drives all probes: one raw ICMP socket per source node, one UDP socket
-//! per source and per destination, TCP sockets per pair in bounded batches. No process and no
-//! thread per pair.
+//! dedicated thread ([`sys::NsThread`], which `setns`es between namespaces). ICMP matrices are
+//! then driven by one plain thread per core (`sendmmsg`/`recvmmsg` per source: the kernel runs
+//! a probe's round trip inside the send call); UDP and TCP matrices and convergence streams by
+//! a tokio loop. No process and no thread per pair.
 //!
 //! Semantics (see [`topo_lab::Proto`]): ICMP and TCP succeed on a round trip; UDP succeeds when
 //! the datagram is seen by topo's listener in the destination (one way), which also records the
-//! source address and port it observed (the NAT check).
+//! source address and port it observed (the NAT check). Convergence streams are round trips for
+//! every protocol.
 //!
-//! Retries: routing is eventually consistent, so each pair is probed in rounds until its result
-//! matches the expectation (reached / not reached) or the deadline passes. Without an
-//! expectation, pairs are expected to be reached: only failures are retried.
+//! Retries: a pair is reached on its first answer and not reached after [`ProbeOpts::attempts`]
+//! unanswered rounds in a row. Pairs that disagree with an expectation are re-probed until the
+//! deadline (routing is eventually consistent). Big LANs get permanent neighbour entries for
+//! the run ([`neigh`]).
 
 // The kernel-side crates are the only ones allowed `unsafe` (each block has a SAFETY note).
 #![allow(unsafe_code)]

@@ -140,6 +140,41 @@ impl TestLab {
         build(lab, vec![a, r, b], false)
     }
 
+    /// Give every LAN member a permanent neighbour entry for every other member of its network
+    /// (what `lan(.., true)` does at build time).
+    pub fn install_static_neighbours(&self) -> io::Result<()> {
+        let members: Vec<(&str, Ipv4Addr, Mac)> = self
+            .plan
+            .nodes
+            .iter()
+            .flat_map(|n| n.interfaces.iter())
+            .filter_map(|i| match &i.attachment {
+                Attachment::Network { network, .. } => {
+                    i.addresses.first().map(|a| (network.as_str(), a.addr(), i.mac))
+                }
+                Attachment::Link { .. } => None,
+            })
+            .collect();
+        for n in &self.plan.nodes {
+            let mut sc = String::new();
+            for i in &n.interfaces {
+                let Attachment::Network { network, .. } = &i.attachment else { continue };
+                for (net, addr, mac) in &members {
+                    if net == network && !i.addresses.iter().any(|a| a.addr() == *addr) {
+                        sc.push_str(&format!(
+                            "neigh replace {addr} lladdr {mac} dev {} nud permanent\n",
+                            i.name
+                        ));
+                    }
+                }
+            }
+            if !sc.is_empty() {
+                ip_batch(Some(&n.netns), &sc)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn ns(&self, node: &str) -> &str {
         &self.plan.node(node).expect("test lab node").netns
     }
