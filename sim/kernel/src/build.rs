@@ -520,13 +520,16 @@ fn create_fabric_ns(
     let sys = |op: &'static str, e: io::Error| {
         KernelError::Netns(topo_netns::NetnsError::Sys { name: name.to_owned(), op, source: e })
     };
+    // Only the initial namespace has this sysctl; unknown means nothing is taken as given.
+    let inherit = topo_netns::read_sysctl("net.core.devconf_inherit_init_net").ok();
+    let inherit = inherit.as_deref();
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("topo-fabric".into())
             .spawn_scoped(s, || {
                 topo_netns::unshare_net_onto(path).map_err(|e| sys("unshare and bind mount", e))?;
                 let mut fresh = HashMap::new();
-                if topo_netns::read_sysctl("net.core.devconf_inherit_init_net").is_ok_and(|v| v != "3") {
+                if inherit.is_some_and(|v| v != "3") {
                     for k in keys {
                         if let Ok(v) = topo_netns::read_sysctl(k) {
                             fresh.insert((*k).to_owned(), v);
