@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use topo_lab::{Fault, Lab, LabError, Proto, ReachRequest};
+use topo_lab::{
+    BackendKind, Fault, FaultState, Lab, LabError, PairOutcome, Proto, ReachMatrix, ReachRequest,
+};
 use topo_plan::{Attachment, Plan};
 
 use crate::{Model, ModelLab, Route};
@@ -156,7 +158,12 @@ pub fn capture(
     routes: BTreeMap<String, Vec<String>>,
 ) -> Result<StepSnapshot, LabError> {
     let names: Vec<String> = lab.plan().nodes.iter().map(|n| n.name.clone()).collect();
-    let m = lab.reach(&ReachRequest { from: names.clone(), to: names.clone(), proto: Proto::Icmp })?;
+    // The model is deterministic: only a live lab needs another look at lossy links.
+    let lossy = lab.backend() != BackendKind::Model && partial_loss(lab.plan(), lab.faults());
+    let mut m = lab.reach(&ReachRequest { from: names.clone(), to: names.clone(), proto: Proto::Icmp })?;
+    if lossy {
+        retry_unreached(lab, &mut m)?;
+    }
     let reached = m.pairs.iter().filter(|p| p.reached).count();
     let listed = m.pairs.len() <= MAX_LISTED_PAIRS;
     let lines = m
@@ -179,7 +186,14 @@ pub fn capture(
                 if a == b {
                     continue;
                 }
-                let p = lab.path(a, b)?;
+                let mut p = lab.path(a, b)?;
+                // A trace over a lossy link can lose its probes although the pair reaches.
+                for _ in 0..LOSSY_ROUNDS {
+                    if !lossy || p.delivered {
+                        break;
+                    }
+                    p = lab.path(a, b)?;
+                }
                 let hops: Vec<String> = p
                     .hops
                     .iter()
@@ -200,6 +214,43 @@ pub fn capture(
         reach: ReachSummary { proto: m.proto.to_string(), pairs: m.pairs.len(), reached, lines },
         paths,
     })
+}
+
+/// Extra measurement rounds for pairs that failed while some link loses part of its packets.
+const LOSSY_ROUNDS: usize = 6;
+
+/// Does any link lose some, but not all, of its packets (planned or as a runtime fault)?
+fn partial_loss(plan: &Plan, faults: &FaultState) -> bool {
+    let partial = |i: &topo_spec::Impairment| i.loss.is_some_and(|l| l > 0.0 && l < 100.0);
+    faults.impairments.values().any(partial)
+        || plan.links.iter().any(|l| partial(&l.impair_ab) || partial(&l.impair_ba))
+}
+
+/// Partial loss does not make a pair unreachable (the model's contract: traffic gets through,
+/// only some of it is lost), but one measurement of a live lab can lose every probe of a pair.
+/// Re-measure the failed pairs a few times; a pair reaches when any round got through.
+fn retry_unreached(lab: &mut dyn Lab, m: &mut ReachMatrix) -> Result<(), LabError> {
+    for _ in 0..LOSSY_ROUNDS {
+        let failed: Vec<usize> = (0..m.pairs.len()).filter(|&i| !m.pairs[i].reached).collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let mut from: Vec<String> = failed.iter().map(|&i| m.pairs[i].from.clone()).collect();
+        let mut to: Vec<String> = failed.iter().map(|&i| m.pairs[i].to.clone()).collect();
+        from.sort();
+        from.dedup();
+        to.sort();
+        to.dedup();
+        let again = lab.reach(&ReachRequest { from, to, proto: m.proto })?;
+        let reached: BTreeMap<(&str, &str), &PairOutcome> =
+            again.pairs.iter().filter(|p| p.reached).map(|p| ((p.from.as_str(), p.to.as_str()), p)).collect();
+        for &i in &failed {
+            if let Some(&p) = reached.get(&(m.pairs[i].from.as_str(), m.pairs[i].to.as_str())) {
+                m.pairs[i] = p.clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fault_text(f: &Fault) -> String {
@@ -296,7 +347,10 @@ fn settle(lab: &mut dyn Lab, step: &str) -> Result<(), LabError> {
     }
     let timeout = converge_timeout(lab.plan());
     lab.wait_converged(timeout).map_err(|e| {
-        LabError::Backend(format!("step {step:?}: routing did not converge within {}s: {e}", timeout.as_secs()))
+        LabError::Backend(format!(
+            "step {step:?}: routing did not converge within {}s: {e}",
+            timeout.as_secs()
+        ))
     })
 }
 
