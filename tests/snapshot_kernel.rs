@@ -3,9 +3,10 @@
 //! the model-only part (per-step forwarding tables) is dropped. The throwaway lab's name must
 //! not leak into the output, and no namespace may be left behind.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use topo_model::snapshot::{without_routes, Snapshot};
@@ -139,27 +140,30 @@ fn kernel_verify_of_every_snapshot_agrees() {
         std::env::var("TOPO_SNAPSHOT_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let children = Children::default();
     let queue = Mutex::new(files.clone());
-    let results: Arc<Mutex<Vec<(PathBuf, Result<f64, String>)>>> = Arc::default();
+    type Verdicts = Vec<(PathBuf, Result<f64, String>)>;
+    let results: Mutex<Verdicts> = Mutex::default();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let Some(file) = queue.lock().ok().and_then(|mut q| q.pop()) else { break };
-                let rel = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_topo"));
-                cmd.current_dir(root).args(["snapshot", "verify", "--backend", "kernel"]).arg(&rel);
-                let t0 = Instant::now();
-                let verdict = match children.run(cmd) {
-                    Ok(out) if out.status.success() => Ok(t0.elapsed().as_secs_f64()),
-                    Ok(out) => Err(format!(
-                        "exit {:?}\n{}{}",
-                        out.status.code(),
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    )),
-                    Err(e) => Err(format!("cannot run topo: {e}")),
-                };
-                if let Ok(mut r) = results.lock() {
-                    r.push((rel, verdict));
+            scope.spawn(|| {
+                // The guard is dropped inside `and_then`: other workers are not blocked.
+                while let Some(file) = queue.lock().ok().and_then(|mut q| q.pop()) {
+                    let rel = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
+                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topo"));
+                    cmd.current_dir(root).args(["snapshot", "verify", "--backend", "kernel"]).arg(&rel);
+                    let t0 = Instant::now();
+                    let verdict = match children.run(cmd) {
+                        Ok(out) if out.status.success() => Ok(t0.elapsed().as_secs_f64()),
+                        Ok(out) => Err(format!(
+                            "exit {:?}\n{}{}",
+                            out.status.code(),
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        )),
+                        Err(e) => Err(format!("cannot run topo: {e}")),
+                    };
+                    if let Ok(mut r) = results.lock() {
+                        r.push((rel, verdict));
+                    }
                 }
             });
         }
@@ -171,7 +175,9 @@ fn kernel_verify_of_every_snapshot_agrees() {
     for (file, v) in &results {
         match v {
             Ok(secs) => eprintln!("{}: same on the kernel ({secs:.1} s)", file.display()),
-            Err(e) => failures.push_str(&format!("\n== {}: {e}", file.display())),
+            Err(e) => {
+                let _ = write!(failures, "\n== {}: {e}", file.display());
+            }
         }
     }
     assert!(failures.is_empty(), "kernel verify disagrees with the model:{failures}");
