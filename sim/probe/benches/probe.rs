@@ -98,6 +98,27 @@ fn main() {
             assert!(d.pairs.iter().all(|p| p.reached), "pairs unreached (neighbour step off)");
         }
         bare.sort();
+        // What the fabric's br_netfilter hooks cost (a profile puts ~20 % of the round trip in
+        // br_nf_*): the same probing with bridge-nf-call-* off in this lab's fabric namespace.
+        let fabric = &lab.plan.fabric.netns;
+        let nf_off = Command::new("ip")
+            .args(["netns", "exec", fabric, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"])
+            .args(["net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0"])
+            .status()
+            .is_ok_and(|s| s.success());
+        let mut no_brnf = Vec::new();
+        for _ in 0..runs.min(3) {
+            if !nf_off {
+                break;
+            }
+            let opts =
+                ProbeOpts { static_neighbours: false, ..ProbeOpts::with_deadline(Duration::from_secs(30)) };
+            let t = Instant::now();
+            let d = topo_probe::reach_detailed(&lab.plan, &req, &opts).expect("reach");
+            no_brnf.push(t.elapsed());
+            assert!(d.pairs.iter().all(|p| p.reached), "pairs unreached (br_netfilter off)");
+        }
+        no_brnf.sort();
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
         // Naive baseline: a sample of pairs, spread over the matrix.
@@ -168,6 +189,14 @@ fn main() {
             bare[0].as_secs_f64(),
             bare[bare.len() / 2].as_secs_f64()
         );
+        match no_brnf.first() {
+            Some(b) => println!(
+                "  probing, br_netfilter off  best {:>8.3} s   median {:>8.3} s   (bridge-nf-call-* = 0 in the fabric namespace)",
+                b.as_secs_f64(),
+                no_brnf[no_brnf.len() / 2].as_secs_f64()
+            ),
+            None => println!("  probing, br_netfilter off  (not measured: no bridge-nf-call sysctl in the fabric namespace)"),
+        }
         println!(
             "  topo, fresh lab            best {:>8.3} s   median {:>8.3} s   ({installed} permanent neighbour entries installed and removed per run)",
             fresh[0].as_secs_f64(),
