@@ -338,7 +338,7 @@ fn run(reps: usize, other: &topo_netns::Netns) {
     let (mut build, mut create, mut retire, mut both) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..reps as u64 {
         let t = Instant::now();
-        let mut b = Batch::new();
+        let mut b = topo_chaos::nft::batch();
         topo_chaos::gens::add_create(&mut b, 1000 + 2 * i, &v4, &[]);
         let f = b.finalize();
         build.push(t.elapsed());
@@ -346,13 +346,13 @@ fn run(reps: usize, other: &topo_netns::Netns) {
         topo_chaos::nft::send(&f).unwrap();
         create.push(t.elapsed());
         let t = Instant::now();
-        let mut b = Batch::new();
+        let mut b = topo_chaos::nft::batch();
         topo_chaos::gens::add_create(&mut b, 1001 + 2 * i, &v4, &[]);
         topo_chaos::gens::add_retire(&mut b, 1000 + 2 * i);
         topo_chaos::nft::send(&b.finalize()).unwrap();
         both.push(t.elapsed());
         let t = Instant::now();
-        let mut b = Batch::new();
+        let mut b = topo_chaos::nft::batch();
         topo_chaos::gens::add_retire(&mut b, 1001 + 2 * i);
         topo_chaos::nft::send(&b.finalize()).unwrap();
         retire.push(t.elapsed());
@@ -367,7 +367,7 @@ fn run(reps: usize, other: &topo_netns::Netns) {
         let g = 5000 + i;
         let name = topo_chaos::gens::table_name(g);
         let t = Instant::now();
-        let mut b = Batch::new();
+        let mut b = topo_chaos::nft::batch();
         topo_chaos::gens::add_create(&mut b, g, &[Ipv4Addr::LOCALHOST], &[]);
         b.add(&TableFlags(&name, 1), MsgType::Add);
         topo_chaos::nft::send(&b.finalize()).unwrap();
@@ -378,7 +378,7 @@ fn run(reps: usize, other: &topo_netns::Netns) {
         for a in &v4 {
             d4.add(a);
         }
-        let mut b = Batch::new();
+        let mut b = topo_chaos::nft::batch();
         b.add_iter(d4.elems_iter(), MsgType::Add);
         b.add(&TableFlags(&name, 0), MsgType::Add);
         topo_chaos::nft::send(&b.finalize()).unwrap();

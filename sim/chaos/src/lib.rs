@@ -352,7 +352,7 @@ fn into_result(mut errs: Vec<ChaosError>) -> Result<(), ChaosError> {
 /// rules flushed and refilled); the namespace's corrected generation record is returned then.
 fn nft_change(w: &NsWork, next_gen: u64) -> io::Result<Option<gens::NsGens>> {
     let fast = || -> io::Result<()> {
-        let mut batch = nftnl::Batch::new();
+        let mut batch = nft::batch();
         if let Some(step) = &w.gen {
             if let Some(g) = step.create {
                 gens::add_create(&mut batch, g, &step.v4, &step.v6);
@@ -376,7 +376,7 @@ fn nft_change(w: &NsWork, next_gen: u64) -> io::Result<Option<gens::NsGens>> {
         Ok(()) => Ok(None),
         Err(e) => {
             tracing::debug!(error = %e, "incremental nftables update failed, rebuilding the chaos tables");
-            let mut batch = nftnl::Batch::new();
+            let mut batch = nft::batch();
             let mut fixed = None;
             if let Some(step) = &w.gen {
                 fixed = Some(gens::recover(&mut batch, step, next_gen)?);
@@ -487,7 +487,7 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
             .collect();
         let open = Mutex::new(Vec::new());
         errors.extend(parallel(&gc, workers_for(gc.len(), true), |ns, stale| {
-            let mut batch = nftnl::Batch::new();
+            let mut batch = nft::batch();
             for s in stale {
                 gens::add_delete(&mut batch, *s);
             }

@@ -286,6 +286,12 @@ pub fn add_impair_fast(
     add_ingress(batch, &netdev, devs, old, new, false)
 }
 
+/// A new batch with small pages: nftnl's default (128 KiB plus 68 KiB of overrun) is a fresh
+/// mmap per batch; [`send_keep`] sends all pages as one message anyway.
+pub fn batch() -> Batch {
+    Batch::with_page_size(16 << 10)
+}
+
 /// Send a finalized batch over a netfilter netlink socket opened in the calling thread's
 /// namespace, check every acknowledgement, and close the socket.
 pub fn send(batch: &FinalizedBatch) -> io::Result<()> {
@@ -307,32 +313,38 @@ pub fn send_keep(batch: &FinalizedBatch) -> io::Result<crate::nl::Socket> {
     // queued by now. Read them all; the batch's last message (its end) is acknowledged only
     // when the transaction committed.
     let last = batch.sequence_numbers().end.wrapping_sub(1);
-    let mut buf = vec![0u8; 1 << 16];
+    thread_local! {
+        // Reused: zeroing a fresh 64 KiB buffer per namespace is measurable at this scale.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 16]);
+    }
     let mut committed = false;
     let mut first_err = None;
     let mut block = false;
-    while !committed && first_err.is_none() {
-        let n = if block {
-            sock.recv(&mut buf)?
-        } else if let Some(n) = sock.recv_nowait(&mut buf)? {
-            n
-        } else {
-            // Not expected (see above); fall back to waiting.
-            block = true;
-            continue;
-        };
-        for m in crate::nl::messages(&buf[..n]) {
-            if m.ty != crate::nl::NLMSG_ERROR {
+    BUF.with_borrow_mut(|buf| -> io::Result<()> {
+        while !committed && first_err.is_none() {
+            let n = if block {
+                sock.recv(buf)?
+            } else if let Some(n) = sock.recv_nowait(buf)? {
+                n
+            } else {
+                // Not expected (see above); fall back to waiting.
+                block = true;
                 continue;
-            }
-            match crate::nl::ack_result(m.payload) {
-                Ok(()) => committed |= m.seq == last,
-                Err(e) => {
-                    first_err.get_or_insert(e);
+            };
+            for m in crate::nl::messages(&buf[..n]) {
+                if m.ty != crate::nl::NLMSG_ERROR {
+                    continue;
+                }
+                match crate::nl::ack_result(m.payload) {
+                    Ok(()) => committed |= m.seq == last,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -342,7 +354,7 @@ pub fn send_keep(batch: &FinalizedBatch) -> io::Result<crate::nl::Socket> {
 /// Remove the chaos tables from this namespace (run inside the namespace): `inet topo`,
 /// `netdev topo` and every partition generation. Returns the open socket (see [`send_keep`]).
 pub fn remove() -> io::Result<crate::nl::Socket> {
-    let mut batch = Batch::new();
+    let mut batch = batch();
     for fam in [ProtoFamily::Inet, ProtoFamily::NetDev] {
         let t = Table::new(TABLE, fam);
         // Adding an existing table is a no-op, so add+delete removes it whether or not it
