@@ -1,5 +1,7 @@
 //! Model backend speed: the full reachability matrix of 1000-node topologies.
 //! Target (issue 7): ≤ 1 s for 999,000 pairs. Figures go to docs/benchmarks.md ("Model").
+//! `matrix` is the shared `ReachMatrix` (two node-name `String`s per pair), `compact-matrix`
+//! the same verdicts as node indices and failure codes (`Model::reach_compact`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use topo_lab::{FaultState, Proto};
@@ -67,18 +69,18 @@ fn cpu_seconds() -> f64 {
 
 /// Wall and CPU time of a few matrix runs, printed next to the machine load: on a shared
 /// machine the wall time says more about the neighbours than about the model.
-fn cpu_report(name: &str, model: &Model, req: &topo_lab::ReachRequest) {
+fn cpu_report(name: &str, what: &str, req: &topo_lab::ReachRequest, run: &dyn Fn()) {
     const RUNS: u32 = 5;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let (c0, t0) = (cpu_seconds(), std::time::Instant::now());
     for _ in 0..RUNS {
-        std::hint::black_box(model.reach(req).expect("reach"));
+        run();
     }
     let wall = t0.elapsed().as_secs_f64() / f64::from(RUNS);
     let cpu = (cpu_seconds() - c0) / f64::from(RUNS);
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     eprintln!(
-        "{name}: matrix of {} pairs: wall {:.0} ms, CPU {:.0} ms over {threads} threads (load avg {})",
+        "{name}: {what} of {} pairs: wall {:.0} ms, CPU {:.0} ms over {threads} threads (load avg {})",
         req.from.len() * (req.to.len() - 1),
         wall * 1e3,
         cpu * 1e3,
@@ -97,10 +99,21 @@ fn bench(c: &mut Criterion) {
         let m = model.reach(&req).expect("reach");
         assert_eq!(m.pairs.len(), 999_000);
         assert!(m.pairs.iter().all(|p| p.reached), "{name}: the benchmark topology must be fully reachable");
-        cpu_report(name, &model, &req);
+        let compact = model.reach_compact(&req).expect("reach_compact");
+        assert_eq!(compact.pairs.len(), 999_000);
+        assert_eq!(compact.reached(), 999_000);
+        drop(compact);
+        // ReachMatrix (the Lab result: names as Strings) and the compact form (indices).
+        cpu_report(name, "matrix", &req, &|| drop(std::hint::black_box(model.reach(&req).expect("reach"))));
+        cpu_report(name, "compact matrix", &req, &|| {
+            drop(std::hint::black_box(model.reach_compact(&req).expect("reach_compact")));
+        });
         g.bench_function(format!("{name}/build"), |b| b.iter(|| Model::new(&plan, &faults)));
         g.bench_function(format!("{name}/matrix-icmp-999000"), |b| {
             b.iter(|| model.reach(&req).expect("reach"));
+        });
+        g.bench_function(format!("{name}/compact-matrix-icmp-999000"), |b| {
+            b.iter(|| model.reach_compact(&req).expect("reach_compact"));
         });
         g.bench_function(format!("{name}/build+matrix"), |b| {
             b.iter(|| Model::new(&plan, &faults).reach(&req).expect("reach"));

@@ -120,7 +120,7 @@ use std::net::Ipv4Addr;
 
 pub use fib::{Origin, Route};
 pub use lab::ModelLab;
-pub use model::{Model, Walk, INITIAL_TTL};
+pub use model::{CompactMatrix, CompactPair, Model, Walk, INITIAL_TTL};
 pub use ospf::OSPF_KERNEL_METRIC;
 use topo_lab::{FaultState, LabError, ReachMatrix, ReachRequest};
 use topo_plan::Plan;

@@ -64,6 +64,84 @@ enum Why {
     ReplySrc(Ipv4Addr),
 }
 
+/// Why a probed pair fails, as data (rendered into words only when asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    NoAddress,
+    NoSource,
+    /// Dropped at a node (`reply`: on the way back).
+    Drop {
+        at: u32,
+        why: Why,
+        reply: bool,
+    },
+    /// Delivered to another node than the target (or, for the reply, the sender).
+    Elsewhere {
+        at: u32,
+        reply: bool,
+    },
+}
+
+/// One pair of a [`CompactMatrix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactPair {
+    from: u32,
+    to: u32,
+    fail: Option<Fail>,
+}
+
+impl CompactPair {
+    pub fn reached(&self) -> bool {
+        self.fail.is_none()
+    }
+}
+
+/// A reachability matrix as node indices and failure codes ([`Model::reach_compact`]):
+/// about 20 bytes per pair and no allocation, against a [`PairOutcome`]'s 80 bytes and two
+/// or three strings. Converts to the shared [`ReachMatrix`] on demand.
+#[derive(Debug, Clone)]
+pub struct CompactMatrix<'m> {
+    model: &'m Model,
+    pub proto: Proto,
+    /// Sorted by (from, to) name.
+    pub pairs: Vec<CompactPair>,
+}
+
+impl CompactMatrix<'_> {
+    pub fn reached(&self) -> usize {
+        self.pairs.iter().filter(|p| p.reached()).count()
+    }
+
+    pub fn from_name(&self, p: &CompactPair) -> &str {
+        &self.model.net.nodes[p.from as usize].name
+    }
+
+    pub fn to_name(&self, p: &CompactPair) -> &str {
+        &self.model.net.nodes[p.to as usize].name
+    }
+
+    /// Where and why the pair fails, in the words [`Model::reach`] uses.
+    pub fn reason(&self, p: &CompactPair) -> Option<String> {
+        p.fail.map(|f| self.model.fail_reason(p.to as usize, f))
+    }
+
+    /// One pair in the shared result form.
+    pub fn outcome(&self, p: &CompactPair) -> PairOutcome {
+        self.model.outcome(p.from as usize, p.to as usize, p.fail)
+    }
+
+    /// The shared [`ReachMatrix`] (what [`Model::reach`] returns).
+    pub fn to_matrix(&self) -> ReachMatrix {
+        ReachMatrix { proto: self.proto, pairs: self.pairs.iter().map(|p| self.outcome(p)).collect() }
+    }
+}
+
+/// Directed pairs of `from` × `to` without `s == t` (both sorted, deduplicated).
+fn pair_count(from: &[usize], to: &[usize]) -> usize {
+    let set: BTreeSet<usize> = to.iter().copied().collect();
+    from.iter().map(|s| to.len() - usize::from(set.contains(s))).sum()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Nat {
     node: usize,
@@ -256,14 +334,24 @@ impl Model {
     }
 
     fn decide_uncached(&self, n: usize, dst: Ipv4Addr) -> Decision {
+        self.decide_owned(n, dst, self.net.local_owner(dst))
+    }
+
+    /// [`Model::decide_uncached`] with the owner of `dst` already looked up.
+    fn decide_owned(&self, n: usize, dst: Ipv4Addr, owner: Option<usize>) -> Decision {
         let net = &self.net;
-        if net.is_local(n, dst) {
+        if owner == Some(n) || net.on_loopback(n, dst) {
             return Decision::Local;
         }
         let Some(r) = self.fibs[n].lookup(dst) else { return Decision::Drop(Why::NoRoute) };
-        let nh = r.via.unwrap_or(dst);
+        let (nh, nh_owner) = match r.via {
+            Some(via) => (via, net.local_owner(via)),
+            None => (dst, owner),
+        };
         let eg = &net.ifaces[r.dev];
-        let Some((m, j)) = net.arp(eg.seg, nh, n) else { return Decision::Drop(Why::NextHop(nh)) };
+        let Some((m, j)) = net.arp_owned(eg.seg, nh, nh_owner, n) else {
+            return Decision::Drop(Why::NextHop(nh));
+        };
         if eg.cut || net.ifaces[j].cut {
             return Decision::Drop(Why::Cut(eg.seg as u32));
         }
@@ -293,12 +381,12 @@ impl Model {
         let net = &self.net;
         let n = net.nodes.len();
         let mut dst = dst;
-        let mut slot = cache.slot(dst, n);
         if !self.any_masquerade && hops.is_none() {
-            if let Some(leg) = self.fast_leg(cache, slot, s, dst, fixed_src, need_socket) {
+            if let Some(leg) = self.fast_leg(cache, s, dst, fixed_src, need_socket) {
                 return leg;
             }
         }
+        let mut slot = cache.slot(dst, n);
         let mut cur = s;
         let mut arrived = false;
         let mut ttl = INITIAL_TTL;
@@ -409,7 +497,6 @@ impl Model {
     fn fast_leg(
         &self,
         cache: &mut Cache,
-        slot: usize,
         s: usize,
         dst: Ipv4Addr,
         fixed_src: Option<Ipv4Addr>,
@@ -424,7 +511,9 @@ impl Model {
         };
         // The sender's own decision is rarely shared with another packet (one per pair):
         // computing it beats a cache miss in the big per-destination table.
-        match self.decide_uncached(s, dst) {
+        // The destination's owner is looked up once for the sender's decision and the next hop.
+        let owner = self.net.local_owner(dst);
+        match self.decide_owned(s, dst, owner) {
             Decision::Unknown => unreachable!("decide never returns Unknown"),
             Decision::Local => {
                 leg.sent_src = leg.sent_src.or(Some(dst));
@@ -436,7 +525,15 @@ impl Model {
                     leg.sent_src = self.net.ifaces[egress as usize].addr().or(self.net.nodes[s].primary);
                     leg.observed_src = leg.sent_src;
                 }
-                let Tail::Known { end, why, forwards } = self.tail(cache, slot, next as usize, dst) else {
+                let next = next as usize;
+                // Delivered at the next node (the common case) needs no memo table.
+                let tail = if owner == Some(next) || self.net.on_loopback(next, dst) {
+                    Tail::Known { end: next as u32, why: None, forwards: 0 }
+                } else {
+                    let slot = cache.slot(dst, self.net.nodes.len());
+                    self.tail(cache, slot, next, dst)
+                };
+                let Tail::Known { end, why, forwards } = tail else {
                     return None;
                 };
                 if u32::from(forwards) >= u32::from(INITIAL_TTL) {
@@ -539,103 +636,164 @@ impl Model {
     }
 
     /// Request (and for round-trip protocols, reply) between two node indices.
-    /// Returns (request leg, reply leg) and the failure reason, if any.
-    fn probe_idx(
-        &self,
-        cache: &mut Cache,
-        s: usize,
-        t: usize,
-        proto: Proto,
-    ) -> (Option<Leg>, Option<String>) {
+    /// Returns the request leg and why the pair fails, if it does.
+    fn probe_idx(&self, cache: &mut Cache, s: usize, t: usize, proto: Proto) -> (Option<Leg>, Option<Fail>) {
         let Some(dst) = self.net.nodes[t].primary else {
-            return (None, Some(format!("{} has no address", self.net.nodes[t].name)));
+            return (None, Some(Fail::NoAddress));
         };
         let need_socket = !matches!(proto, Proto::Icmp);
         let req = self.leg(cache, s, dst, None, need_socket, Vec::new(), &[], None);
         match req.end {
-            Err((at, why)) => return (Some(req), Some(self.reason(at, why))),
-            Ok(at) if at != t => {
-                let r = format!("delivered to {} instead", self.net.nodes[at].name);
-                return (Some(req), Some(r));
-            }
+            Err((at, why)) => return (Some(req), Some(Fail::Drop { at: at as u32, why, reply: false })),
+            Ok(at) if at != t => return (Some(req), Some(Fail::Elsewhere { at: at as u32, reply: false })),
             Ok(_) => {}
         }
         if !proto.round_trip() {
             return (Some(req), None);
         }
-        let Some(back_to) = req.observed_src else { return (Some(req), Some("no source address".into())) };
+        let Some(back_to) = req.observed_src else { return (Some(req), Some(Fail::NoSource)) };
         let rep = self.leg(cache, t, back_to, Some(dst), false, req.nats.clone(), &req.seen, None);
-        let reason = match rep.end {
-            Err((at, why)) => Some(format!("reply: {}", self.reason(at, why))),
-            Ok(at) if at != s => Some(format!("reply: delivered to {} instead", self.net.nodes[at].name)),
-            Ok(_) if rep.observed_src != Some(dst) => {
-                Some(format!("reply: {}", self.reason(s, Why::ReplySrc(rep.observed_src.unwrap_or(dst)))))
-            }
+        let fail = match rep.end {
+            Err((at, why)) => Some(Fail::Drop { at: at as u32, why, reply: true }),
+            Ok(at) if at != s => Some(Fail::Elsewhere { at: at as u32, reply: true }),
+            Ok(_) if rep.observed_src != Some(dst) => Some(Fail::Drop {
+                at: s as u32,
+                why: Why::ReplySrc(rep.observed_src.unwrap_or(dst)),
+                reply: true,
+            }),
             Ok(_) => None,
         };
-        (Some(req), reason)
+        (Some(req), fail)
+    }
+
+    /// The words for a failed pair toward node `t`.
+    fn fail_reason(&self, t: usize, fail: Fail) -> String {
+        let name = |i: u32| &self.net.nodes[i as usize].name;
+        let pre = |reply: bool| if reply { "reply: " } else { "" };
+        match fail {
+            Fail::NoAddress => format!("{} has no address", self.net.nodes[t].name),
+            Fail::NoSource => "no source address".to_owned(),
+            Fail::Drop { at, why, reply } => format!("{}{}", pre(reply), self.reason(at as usize, why)),
+            Fail::Elsewhere { at, reply } => format!("{}delivered to {} instead", pre(reply), name(at)),
+        }
     }
 
     /// Probe one directed pair of nodes, as the probe engine would.
     pub fn probe(&self, from: &str, to: &str, proto: Proto) -> Result<PairOutcome, LabError> {
         let (s, t) = (self.idx(from)?, self.idx(to)?);
         let mut cache = Cache::default();
-        Ok(self.outcome(&mut cache, s, t, proto))
+        let (_, fail) = self.probe_idx(&mut cache, s, t, proto);
+        Ok(self.outcome(s, t, fail))
     }
 
-    fn outcome(&self, cache: &mut Cache, s: usize, t: usize, proto: Proto) -> PairOutcome {
-        let (_, reason) = self.probe_idx(cache, s, t, proto);
+    fn outcome(&self, s: usize, t: usize, fail: Option<Fail>) -> PairOutcome {
         PairOutcome {
             from: self.net.nodes[s].name.clone(),
             to: self.net.nodes[t].name.clone(),
             to_addr: self.net.nodes[t].primary.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            reached: reason.is_none(),
-            reason,
+            reached: fail.is_none(),
+            reason: fail.map(|f| self.fail_reason(t, f)),
         }
     }
 
-    /// The reachability matrix of a request (pairs with `from == to` skipped), sorted by
-    /// (from, to).
-    pub fn reach(&self, req: &ReachRequest) -> Result<ReachMatrix, LabError> {
-        // Sorted, deduplicated index lists: pairs then come out in (from, to) order.
+    /// Sorted, deduplicated node indices of a request's sources and targets: pairs then come
+    /// out in (from, to) order.
+    fn request_indices(&self, req: &ReachRequest) -> Result<(Vec<usize>, Vec<usize>), LabError> {
         let sorted = |names: &[String]| -> Result<Vec<usize>, LabError> {
             let mut v: Vec<usize> = names.iter().map(|n| self.idx(n)).collect::<Result<_, _>>()?;
             v.sort_by(|&a, &b| self.net.nodes[a].name.cmp(&self.net.nodes[b].name));
             v.dedup();
             Ok(v)
         };
-        let (from, to) = (sorted(&req.from)?, sorted(&req.to)?);
-        let run = |sources: &[usize]| -> Vec<PairOutcome> {
-            let mut cache = Cache::default();
-            let mut out = Vec::with_capacity(sources.len() * to.len());
-            for &s in sources {
-                for &t in &to {
-                    if s != t {
-                        out.push(self.outcome(&mut cache, s, t, req.proto));
-                    }
+        Ok((sorted(&req.from)?, sorted(&req.to)?))
+    }
+
+    /// Probe every pair of `sources` × `to` (skipping `s == t`) in order, with one decision
+    /// cache, handing each result to `emit`.
+    fn probe_rows(
+        &self,
+        sources: &[usize],
+        to: &[usize],
+        proto: Proto,
+        mut emit: impl FnMut(usize, usize, Option<Fail>),
+    ) {
+        let mut cache = Cache::default();
+        for &s in sources {
+            for &t in to {
+                if s != t {
+                    emit(s, t, self.probe_idx(&mut cache, s, t, proto).1);
                 }
             }
-            out
-        };
+        }
+    }
+
+    /// Run `job` over blocks of `from` on the available cores (one decision cache per
+    /// thread), returning the blocks' results in order. Small requests stay on this thread.
+    fn split_sources<T: Send>(
+        from: &[usize],
+        work: usize,
+        job: impl Fn(&[usize], bool) -> T + Sync,
+    ) -> Vec<T> {
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
-        let pairs = if threads < 2 || from.len() * to.len() < 20_000 {
-            run(&from)
-        } else {
-            // Each thread walks a contiguous block of sources with its own decision cache.
-            let chunk = from.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = from.chunks(chunk).map(|c| scope.spawn(move || run(c))).collect();
-                let mut pairs = Vec::with_capacity(from.len() * to.len());
-                for h in handles {
-                    match h.join() {
-                        Ok(mut part) => pairs.append(&mut part),
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                }
-                pairs
-            })
-        };
+        if threads < 2 || work < 20_000 {
+            return vec![job(from, true)];
+        }
+        let chunk = from.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let job = &job;
+            let handles: Vec<_> =
+                from.chunks(chunk).enumerate().map(|(i, c)| scope.spawn(move || job(c, i == 0))).collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    }
+
+    /// The reachability matrix of a request (pairs with `from == to` skipped), sorted by
+    /// (from, to).
+    pub fn reach(&self, req: &ReachRequest) -> Result<ReachMatrix, LabError> {
+        let (from, to) = self.request_indices(req)?;
+        let total = pair_count(&from, &to);
+        let parts = Self::split_sources(&from, total, |sources, first| {
+            // The first block's vector becomes the result: give it room for every pair, so
+            // the other blocks are appended without moving it.
+            let room = if first { total } else { pair_count(sources, &to) };
+            let mut out = Vec::with_capacity(room);
+            self.probe_rows(sources, &to, req.proto, |s, t, fail| out.push(self.outcome(s, t, fail)));
+            out
+        });
+        let mut parts = parts.into_iter();
+        let mut pairs = parts.next().unwrap_or_default();
+        for mut p in parts {
+            pairs.append(&mut p);
+        }
         Ok(ReachMatrix { proto: req.proto, pairs })
+    }
+
+    /// The same matrix as [`Model::reach`] in a compact form: node indices and a failure code
+    /// per pair, no strings (names and reasons are rendered on demand). For big matrices whose
+    /// consumer only counts or lists the failures.
+    pub fn reach_compact(&self, req: &ReachRequest) -> Result<CompactMatrix<'_>, LabError> {
+        let (from, to) = self.request_indices(req)?;
+        let total = pair_count(&from, &to);
+        let parts = Self::split_sources(&from, total, |sources, first| {
+            let room = if first { total } else { pair_count(sources, &to) };
+            let mut out = Vec::with_capacity(room);
+            self.probe_rows(sources, &to, req.proto, |s, t, fail| {
+                out.push(CompactPair { from: s as u32, to: t as u32, fail });
+            });
+            out
+        });
+        let mut parts = parts.into_iter();
+        let mut pairs = parts.next().unwrap_or_default();
+        for mut p in parts {
+            pairs.append(&mut p);
+        }
+        Ok(CompactMatrix { model: self, proto: req.proto, pairs })
     }
 
     /// The hop path from `from` to `to`'s primary address (like traceroute).

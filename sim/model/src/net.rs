@@ -186,16 +186,32 @@ impl Net {
 
     /// Is `addr` a local address of node `n` right now?
     pub fn is_local(&self, n: usize, addr: Ipv4Addr) -> bool {
-        self.local.get(&u32::from(addr)) == Some(&n)
-            || self.nodes[n].loopbacks.iter().any(|l| l.contains(&addr))
+        self.local.get(&u32::from(addr)) == Some(&n) || self.on_loopback(n, addr)
+    }
+
+    /// The node holding `addr` as an interface or loopback address (not loopback prefixes).
+    pub fn local_owner(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.local.get(&u32::from(addr)).copied()
+    }
+
+    /// Is `addr` inside one of node `n`'s loopback prefixes?
+    pub fn on_loopback(&self, n: usize, addr: Ipv4Addr) -> bool {
+        self.nodes[n].loopbacks.iter().any(|l| l.contains(&addr))
     }
 
     /// Who answers ARP for `addr` on segment `seg` (other than `from`): the node that holds
     /// `addr` as a local address and has an up interface on the segment (Linux answers ARP
     /// for any local address, `arp_ignore=0`). Returns (node, its interface on the segment).
-    pub fn arp(&self, seg: usize, addr: Ipv4Addr, from: usize) -> Option<(usize, usize)> {
-        let n = match self.local.get(&u32::from(addr)) {
-            Some(&n) => n,
+    /// `owner`: [`Net::local_owner`] of `addr`, which the caller has looked up already.
+    pub fn arp_owned(
+        &self,
+        seg: usize,
+        addr: Ipv4Addr,
+        owner: Option<usize>,
+        from: usize,
+    ) -> Option<(usize, usize)> {
+        let n = match owner {
+            Some(n) => n,
             None => self.nodes.iter().position(|nd| nd.loopbacks.iter().any(|l| l.contains(&addr)))?,
         };
         if n == from {

@@ -475,3 +475,46 @@ fn memoized_matrix_agrees_with_hop_by_hop_walks() {
         }
     }
 }
+
+#[test]
+fn compact_matrix_is_the_same_matrix() {
+    // reach_compact() keeps indices and failure codes; rendered, it must be reach() exactly,
+    // reasons included, for round-trip and one-way probes, big (threaded) and small requests.
+    let faults = [
+        vec![],
+        vec![Fault::LinkCut { link: LinkRef::P2p { a: "r1".into(), b: "r3".into() } }],
+        vec![Fault::Partition { groups: vec![vec!["h1".into(), "r2".into()]] }],
+        vec![Fault::NodeStop { node: "r2".into() }, Fault::NodePause { node: "h3".into() }],
+    ];
+    let mut failures = 0;
+    for ospf in [false, true] {
+        let plan = triangle(ospf).build();
+        for fs in &faults {
+            let lab = lab_with(&plan, fs);
+            for proto in [Proto::Icmp, Proto::Udp(9), Proto::Tcp(80)] {
+                let req = all_pairs(&plan, proto);
+                let full = lab.model().reach(&req).expect("reach");
+                let compact = lab.model().reach_compact(&req).expect("reach_compact");
+                assert_eq!(compact.to_matrix(), full, "ospf={ospf} {fs:?} {proto}");
+                assert_eq!(compact.reached(), full.pairs.iter().filter(|p| p.reached).count());
+                failures += full.pairs.iter().filter(|p| !p.reached).count();
+            }
+        }
+    }
+    assert!(failures > 50, "the faults must break pairs for the reasons to be compared");
+    // Past the threading threshold (150 × 149 pairs), with failures in every block.
+    let plan = lan(150);
+    let lab = lab_with(&plan, &[Fault::Partition { groups: vec![vec!["h1".into(), "h77".into()]] }]);
+    let req = all_pairs(&plan, Proto::Icmp);
+    let (full, compact) =
+        (lab.model().reach(&req).expect("reach"), lab.model().reach_compact(&req).expect("c"));
+    assert_eq!(full.pairs.len(), 150 * 149);
+    assert_eq!(compact.to_matrix(), full);
+    let first_fail = compact.pairs.iter().find(|p| !p.reached()).expect("a failure");
+    assert_eq!(compact.from_name(first_fail), "h1");
+    assert!(
+        compact.reason(first_fail).is_some_and(|r| r.contains("partition")),
+        "{:?}",
+        compact.reason(first_fail)
+    );
+}
