@@ -180,6 +180,8 @@ pub fn capture(
         })
         .collect();
     let mut paths = BTreeMap::new();
+    let reached_pairs: std::collections::BTreeSet<(&str, &str)> =
+        m.pairs.iter().filter(|p| p.reached).map(|p| (p.from.as_str(), p.to.as_str())).collect();
     if names.len() <= MAX_PATH_NODES {
         for a in &names {
             for b in &names {
@@ -187,9 +189,10 @@ pub fn capture(
                     continue;
                 }
                 let mut p = lab.path(a, b)?;
-                // A trace over a lossy link can lose its probes although the pair reaches.
+                // A trace over a lossy link can lose its probes although the pair reaches
+                // (the trace of a pair that does not reach fails anyway: not retried).
                 for _ in 0..LOSSY_ROUNDS {
-                    if !lossy || p.delivered {
+                    if !lossy || p.delivered || !reached_pairs.contains(&(a.as_str(), b.as_str())) {
                         break;
                     }
                     p = lab.path(a, b)?;
