@@ -105,6 +105,9 @@
 //! memoizes, per destination address, where a packet that arrived at a node ends up; each
 //! pair then costs the sender's lookup and one memo lookup per direction. NAT, hop lists and
 //! loops take the hop-by-hop walk; a test checks both agree on every pair.
+//! [`Model::reach_compact`] returns the same verdicts as node indices and failure codes,
+//! without the two name `String`s per pair of the shared [`topo_lab::PairOutcome`] (about half
+//! the CPU time of a 1000-node matrix); names and reasons are rendered on demand.
 
 mod fasthash;
 mod fib;
