@@ -361,31 +361,31 @@ fn run(reps: usize, other: &topo_netns::Netns) {
         v.sort();
         format!("{:.3} / {:.3}", v[v.len() / 2].as_secs_f64() * 1e3, v[0].as_secs_f64() * 1e3)
     };
-    // A spare: created empty and dormant beforehand; activated by elements + wake.
-    let (mut spare, mut activate) = (Vec::new(), Vec::new());
+    let (mut empty, mut fill) = (Vec::new(), Vec::new());
     for i in 0..reps as u64 {
-        let g = 5000 + i;
-        let name = topo_chaos::gens::table_name(g);
+        let g = 7000 + i;
         let t = Instant::now();
         let mut b = topo_chaos::nft::batch();
-        topo_chaos::gens::add_create(&mut b, g, &[Ipv4Addr::LOCALHOST], &[]);
-        b.add(&TableFlags(&name, 1), MsgType::Add);
+        topo_chaos::gens::add_create(&mut b, g, &[], &[]);
         topo_chaos::nft::send(&b.finalize()).unwrap();
-        spare.push(t.elapsed());
-        let t = Instant::now();
+        empty.push(t.elapsed());
+        let name = topo_chaos::gens::table_name(g);
         let table = Table::new(&name, ProtoFamily::Inet);
-        let mut d4 = nftnl::set::Set::<Ipv4Addr>::new_named(c"d4", 9, &table, ProtoFamily::Inet);
+        let mut x = nftnl::set::Set::<Ipv4Addr>::new_named(c"x", 9, &table, ProtoFamily::Inet);
+        let mut b = topo_chaos::nft::batch();
+        b.add(&x, MsgType::Add);
+        topo_chaos::nft::send(&b.finalize()).unwrap();
+        let t = Instant::now();
         for a in &v4 {
-            d4.add(a);
+            x.add(a);
         }
         let mut b = topo_chaos::nft::batch();
-        b.add_iter(d4.elems_iter(), MsgType::Add);
-        b.add(&TableFlags(&name, 0), MsgType::Add);
+        b.add_iter(x.elems_iter(), MsgType::Add);
         topo_chaos::nft::send(&b.finalize()).unwrap();
-        activate.push(t.elapsed());
+        fill.push(t.elapsed());
     }
-    println!("{:44} {}", "spare generation create (dormant)", med(spare));
-    println!("{:44} {}", "spare activate (50 elements + wake)", med(activate));
+    println!("{:44} {}", "generation create, no sources", med(empty));
+    println!("{:44} {}", "50 elements into an existing (resizable) set", med(fill));
     println!("{:44} {}", "generation batch build (50 sources)", med(build));
     println!("{:44} {}", "generation create, send..close", med(create));
     println!("{:44} {}", "generation create + retire old", med(both));

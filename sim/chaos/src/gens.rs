@@ -195,6 +195,15 @@ unsafe impl nftnl::NlMsg for TableMsg<'_> {
 /// `enum nft_table_flags` (linux/netfilter/nf_tables.h).
 const NFT_TABLE_F_DORMANT: u32 = 0x1;
 
+/// Declare a set's final size, so the kernel picks its fixed-size hash backend instead of a
+/// resizable one (a generation's drop set never changes after creation).
+fn sized<K>(set: &nftnl::set::Set<'_, K>, n: usize) {
+    // SAFETY: `set` owns a live nftnl_set; setting a u32 attribute copies the value.
+    unsafe {
+        sys::nftnl_set_set_u32(set.as_ptr().as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, n as u32);
+    }
+}
+
 const OFF_KEY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 
 /// Create generation `g` dropping `v4`/`v6` sources on input. Fails the whole transaction if a
@@ -215,6 +224,7 @@ pub fn add_create(batch: &mut Batch, g: u64, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) {
     input.set_policy(Policy::Accept);
     batch.add(&input, MsgType::Add);
     let off = nftnl::set::Set::<Ipv4Addr>::new_named(c"off", 1, &table, ProtoFamily::Inet);
+    sized(&off, 1);
     batch.add(&off, MsgType::Add);
     // Rule 1: switched off -> accept (this chain only; later hooks and tables still run).
     let mut r = Rule::new(&input);
@@ -224,6 +234,7 @@ pub fn add_create(batch: &mut Batch, g: u64, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) {
     batch.add(&r, MsgType::Add);
     if !v4.is_empty() {
         let mut set = nftnl::set::Set::<Ipv4Addr>::new_named(c"d4", 2, &table, ProtoFamily::Inet);
+        sized(&set, v4.len());
         batch.add(&set, MsgType::Add);
         for a in v4 {
             set.add(a);
@@ -240,6 +251,7 @@ pub fn add_create(batch: &mut Batch, g: u64, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) {
     }
     if !v6.is_empty() {
         let mut set = nftnl::set::Set::<Ipv6Addr>::new_named(c"d6", 3, &table, ProtoFamily::Inet);
+        sized(&set, v6.len());
         batch.add(&set, MsgType::Add);
         for a in v6 {
             set.add(a);
