@@ -12,7 +12,7 @@ use topo_plan::{Plan, RouteOrigin};
 
 use crate::fasthash::IpMap;
 use crate::fib::{Fib, FibRoute, Origin, Route};
-use crate::net::Net;
+use crate::net::{Net, NOT_FORWARDING};
 use crate::ospf::ospf_routes;
 
 /// Initial TTL of every probe (Linux `net.ipv4.ip_default_ttl`).
@@ -322,14 +322,21 @@ impl Model {
         }
     }
 
+    /// A node's decision for `dst`, memoized for forwarding nodes (the only ones a packet
+    /// passes through; the memo rows hold those only, so they stay small enough for the cache).
     fn decide(&self, cache: &mut Cache, slot: usize, n: usize, dst: Ipv4Addr) -> Decision {
+        let k = self.net.fwd[n];
+        if k == NOT_FORWARDING {
+            return self.decide_uncached(n, dst);
+        }
+        let k = k as usize;
         cache.rows(slot);
-        let d = cache.table[slot][n];
+        let d = cache.table[slot][k];
         if d != Decision::Unknown {
             return d;
         }
         let d = self.decide_uncached(n, dst);
-        cache.table[slot][n] = d;
+        cache.table[slot][k] = d;
         d
     }
 
@@ -379,14 +386,13 @@ impl Model {
         mut hops: Option<&mut Vec<Hop>>,
     ) -> Leg {
         let net = &self.net;
-        let n = net.nodes.len();
         let mut dst = dst;
         if !self.any_masquerade && hops.is_none() {
             if let Some(leg) = self.fast_leg(cache, s, dst, fixed_src, need_socket) {
                 return leg;
             }
         }
-        let mut slot = cache.slot(dst, n);
+        let mut slot = cache.slot(dst, net.n_fwd);
         let mut cur = s;
         let mut arrived = false;
         let mut ttl = INITIAL_TTL;
@@ -405,7 +411,7 @@ impl Model {
                     if let Some(p) = undo.iter().rposition(|x| x.node == cur && x.new == dst) {
                         dst = undo[p].orig;
                         undo.remove(p);
-                        slot = cache.slot(dst, n);
+                        slot = cache.slot(dst, net.n_fwd);
                     }
                 }
             } else if self.any_masquerade {
@@ -530,7 +536,7 @@ impl Model {
                 let tail = if owner == Some(next) || self.net.on_loopback(next, dst) {
                     Tail::Known { end: next as u32, why: None, forwards: 0 }
                 } else {
-                    let slot = cache.slot(dst, self.net.nodes.len());
+                    let slot = cache.slot(dst, self.net.n_fwd);
                     self.tail(cache, slot, next, dst)
                 };
                 let Tail::Known { end, why, forwards } = tail else {
@@ -554,11 +560,25 @@ impl Model {
         if self.net.is_local(start, dst) {
             return Tail::Known { end: start as u32, why: None, forwards: 0 };
         }
-        cache.rows(slot);
         let mut chain: Vec<usize> = Vec::new();
         let mut cur = start;
         let found = loop {
-            match cache.tails[slot][cur] {
+            let k = self.net.fwd[cur];
+            if k == NOT_FORWARDING {
+                // A packet ends at a node that does not forward, whatever it does with it:
+                // nothing to memoize for the nodes behind it.
+                break match self.decide_uncached(cur, dst) {
+                    Decision::Unknown => unreachable!("decide never returns Unknown"),
+                    Decision::Local => Tail::Known { end: cur as u32, why: None, forwards: 0 },
+                    Decision::Drop(w) => Tail::Known { end: cur as u32, why: Some(w), forwards: 0 },
+                    Decision::Out { .. } => {
+                        Tail::Known { end: cur as u32, why: Some(Why::NotForwarding), forwards: 0 }
+                    }
+                };
+            }
+            let k = k as usize;
+            cache.rows(slot);
+            match cache.tails[slot][k] {
                 t @ Tail::Known { .. } => break t,
                 Tail::Loop | Tail::Visiting => break Tail::Loop,
                 Tail::Unknown => {}
@@ -568,16 +588,13 @@ impl Model {
                 Decision::Local => Tail::Known { end: cur as u32, why: None, forwards: 0 },
                 Decision::Drop(w) => Tail::Known { end: cur as u32, why: Some(w), forwards: 0 },
                 Decision::Out { next, .. } => {
-                    if self.net.nodes[cur].forwards {
-                        cache.tails[slot][cur] = Tail::Visiting;
-                        chain.push(cur);
-                        cur = next as usize;
-                        continue;
-                    }
-                    Tail::Known { end: cur as u32, why: Some(Why::NotForwarding), forwards: 0 }
+                    cache.tails[slot][k] = Tail::Visiting;
+                    chain.push(k);
+                    cur = next as usize;
+                    continue;
                 }
             };
-            cache.tails[slot][cur] = t;
+            cache.tails[slot][k] = t;
             break t;
         };
         let mut t = found;

@@ -10,6 +10,9 @@ use topo_plan::{Attachment, Plan};
 
 use crate::fasthash::{pair_key, IpMap, PairSet};
 
+/// [`Net::fwd`] of a node that does not forward.
+pub(crate) const NOT_FORWARDING: u32 = u32::MAX;
+
 /// A broadcast domain: one LAN network, or one point-to-point link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SegKind {
@@ -82,6 +85,10 @@ pub(crate) struct Net {
     /// Directed p2p 100 % loss: (link index, sender node).
     pub lossy: BTreeSet<(usize, usize)>,
     pub by_name: HashMap<String, usize>,
+    /// Node index → dense index among the forwarding nodes ([`NOT_FORWARDING`] for the rest):
+    /// the per-destination memo rows are this narrow.
+    pub fwd: Vec<u32>,
+    pub n_fwd: usize,
     /// Link index → its two end nodes, for messages.
     pub link_ends: HashMap<usize, (String, String)>,
 }
@@ -177,7 +184,19 @@ impl Net {
         }
 
         let link_ends = plan.links.iter().map(|l| (l.index, (l.a.node.clone(), l.b.node.clone()))).collect();
-        Net { nodes, ifaces, segs, owner, local, drops, lossy, by_name, link_ends }
+        let mut n_fwd = 0;
+        let fwd = nodes
+            .iter()
+            .map(|n| {
+                if n.forwards {
+                    n_fwd += 1;
+                    u32::try_from(n_fwd - 1).unwrap_or(NOT_FORWARDING)
+                } else {
+                    NOT_FORWARDING
+                }
+            })
+            .collect();
+        Net { nodes, ifaces, segs, owner, local, drops, lossy, by_name, fwd, n_fwd, link_ends }
     }
 
     pub fn node_idx(&self, name: &str) -> Option<usize> {

@@ -518,3 +518,57 @@ fn compact_matrix_is_the_same_matrix() {
         compact.reason(first_fail)
     );
 }
+
+#[test]
+fn memoized_matrix_agrees_with_walks_through_loops_and_hosts() {
+    // The memo keeps rows for forwarding nodes only: packets that end at a host which does not
+    // forward, and routing loops between routers, must still come out as the walks say.
+    let mut b = PlanBuilder::new("memo");
+    b.router("r1").router("r2").router("r3");
+    b.link("r1", "10.12.0.1/30", "r2", "10.12.0.2/30");
+    b.attach("r1", "lan1", "10.1.0.1/24").attach("r2", "lan2", "10.2.0.1/24").attach(
+        "r3",
+        "lan3",
+        "10.3.0.1/24",
+    );
+    b.host("h1").attach("h1", "lan1", "10.1.0.10/24");
+    b.host("h2").attach("h2", "lan2", "10.2.0.10/24");
+    b.host("h3").attach("h3", "lan3", "10.3.0.10/24");
+    // hx sits on lan1 and lan3 but does not forward; r3 routes lan1 and lan2 through it.
+    b.host("hx").attach("hx", "lan1", "10.1.0.20/24").attach("hx", "lan3", "10.3.0.20/24");
+    for (h, gw) in [("h1", "10.1.0.1"), ("h2", "10.2.0.1"), ("h3", "10.3.0.1")] {
+        b.route_full(h, "default", gw, None, RouteOrigin::Gateway);
+    }
+    b.route("r1", "10.2.0.0/24", "10.12.0.2").route("r2", "10.1.0.0/24", "10.12.0.1");
+    // lan3 loops between r1 and r2.
+    b.route("r1", "10.3.0.0/24", "10.12.0.2").route("r2", "10.3.0.0/24", "10.12.0.1");
+    b.route("r3", "10.1.0.0/24", "10.3.0.20").route("r3", "10.2.0.0/24", "10.3.0.20");
+    let plan = b.build();
+    let mut reasons = BTreeSet::new();
+    for proto in [Proto::Udp(9), Proto::Icmp] {
+        let model = Model::new(&plan, &FaultState::default());
+        let m = model.reach(&all_pairs(&plan, proto)).expect("reach");
+        for p in &m.pairs {
+            let w = model.walk(&p.from, p.to_addr).expect("walk");
+            let walked = w.delivered_to.as_deref() == Some(p.to.as_str());
+            if !proto.round_trip() {
+                assert_eq!(walked, p.reached, "{proto} {p:?} vs {w:?}");
+                if !walked {
+                    assert_eq!(w.reason, p.reason);
+                }
+            } else if !walked {
+                assert!(!p.reached, "{p:?}");
+            }
+            if let Some(r) = &p.reason {
+                reasons.insert(if r.contains("TTL expired") {
+                    "ttl"
+                } else if r.contains("does not forward") {
+                    "host"
+                } else {
+                    "other"
+                });
+            }
+        }
+    }
+    assert!(reasons.contains("ttl") && reasons.contains("host"), "both kinds of failure occur: {reasons:?}");
+}
