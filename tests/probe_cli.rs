@@ -107,6 +107,13 @@ fn check_reach_nat_path_on_static_triangle() {
     assert_eq!(path["routers"], serde_json::json!(["r1", "r3"]), "{path}");
     let (c, out) = code(&["check", "path", "--lab", &lab, "h1", "h3", "--via", "r1,r2,r3"]);
     assert_eq!(c, 1, "{out}");
+    // A --via that never holds is traced again until the deadline, then fails.
+    let out =
+        run(&["check", "path", "--lab", &lab, "h1", "h3", "--via", "r1,r2,r3", "--deadline", "1s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let p = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p["ok"], false, "{p}");
+    assert!(p["attempts"].as_u64().unwrap_or(0) >= 2, "expected retries within the deadline: {p}");
     let (c, out) = code(&["check", "path", "--lab", &lab, "h1", "nosuch"]);
     assert_eq!(c, 2, "{out}");
 }
@@ -163,21 +170,15 @@ fn converge_on_ospf_triangle_link_down_and_silent_cut() {
     assert!((1500.0..8000.0).contains(&outage), "outage should be about the 3 s dead interval: {rep}");
 }
 
-/// Poll `topo check path` until the routers between `a` and `b` are `want` (OSPF settles a
-/// little after `up` reports convergence), for at most 20 s.
+/// Whether the routers between `a` and `b` become `want` within 20 s (OSPF settles a little after
+/// `up` reports convergence): `check path --via` traces again until it matches or its deadline passes.
 fn path_becomes(lab: &str, a: &str, b: &str, want: &[&str]) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let p = json(&ok(&["check", "path", "--lab", lab, a, b, "--json"]));
-        if p["routers"] == serde_json::json!(want) {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            eprintln!("last path {a}->{b}: {p}");
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    let via = want.join(",");
+    let (c, out) = code(&["check", "path", "--lab", lab, a, b, "--via", &via, "--deadline", "20s", "--json"]);
+    if c != 0 {
+        eprintln!("last path {a}->{b}: {out}");
     }
+    c == 0
 }
 
 /// A generated topology: `n` hosts on one LAN.

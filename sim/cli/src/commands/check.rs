@@ -92,6 +92,7 @@ pub struct PathArgs {
     /// Expected routers between A and B, in order (comma list).
     #[arg(long, value_name = "R1,R2")]
     pub via: Option<String>,
+    /// Trace again until the path is delivered (along --via, if given) or this much time has passed.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub deadline: Duration,
 }
@@ -469,17 +470,9 @@ fn nat(a: &NatArgs) -> i32 {
     }
 }
 
-fn path(a: &PathArgs) -> i32 {
-    let lab = match open(&a.lab) {
-        Ok(l) => l,
-        Err(c) => return c,
-    };
-    let r = match topo_probe::path(lab.plan(), &a.a, &a.b, &ProbeOpts::with_deadline(a.deadline)) {
-        Ok(r) => r,
-        Err(e) => return probe_fail(e),
-    };
-    let routers: Vec<String> = r
-        .hops
+/// The routers of a traced path: every hop but the destination (`*` for a silent hop).
+fn routers_of(r: &topo_lab::PathResult) -> Vec<String> {
+    r.hops
         .iter()
         .take(if r.delivered { r.hops.len().saturating_sub(1) } else { r.hops.len() })
         .map(|h| {
@@ -491,22 +484,49 @@ fn path(a: &PathArgs) -> i32 {
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+fn path(a: &PathArgs) -> i32 {
+    let lab = match open(&a.lab) {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
     let want: Option<Vec<String>> =
         a.via.as_ref().map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-    let via_ok = want.as_ref().is_none_or(|w| *w == routers);
+    // Routing is eventually consistent (OSPF after a fault): trace again until the path is delivered
+    // along --via or the deadline passes, as the scenario `path` step does.
+    let end = std::time::Instant::now() + a.deadline;
+    let mut attempts = 0u32;
+    let (r, routers, via_ok) = loop {
+        attempts += 1;
+        let left = end.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(200));
+        let r = match topo_probe::path(lab.plan(), &a.a, &a.b, &ProbeOpts::with_deadline(left)) {
+            Ok(r) => r,
+            Err(e) => return probe_fail(e),
+        };
+        let routers = routers_of(&r);
+        let via_ok = want.as_ref().is_none_or(|w| *w == routers);
+        if (r.delivered && via_ok) || std::time::Instant::now() >= end {
+            break (r, routers, via_ok);
+        }
+        std::thread::sleep(
+            Duration::from_millis(100).min(end.saturating_duration_since(std::time::Instant::now())),
+        );
+    };
     let ok = r.delivered && via_ok;
     if a.lab.json {
         #[derive(Serialize)]
         struct Out<'a> {
             ok: bool,
+            attempts: u32,
             routers: &'a [String],
             #[serde(skip_serializing_if = "Option::is_none")]
             expected_via: Option<&'a Vec<String>>,
             #[serde(flatten)]
             result: &'a topo_lab::PathResult,
         }
-        let out = Out { ok, routers: &routers, expected_via: want.as_ref(), result: &r };
+        let out = Out { ok, attempts, routers: &routers, expected_via: want.as_ref(), result: &r };
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         for (i, h) in r.hops.iter().enumerate() {
