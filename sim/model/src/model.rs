@@ -97,7 +97,7 @@ impl CompactPair {
 }
 
 /// A reachability matrix as node indices and failure codes ([`Model::reach_compact`]):
-/// about 20 bytes per pair and no allocation, against a [`PairOutcome`]'s 80 bytes and two
+/// at most 24 bytes per pair and no allocation, against a [`PairOutcome`]'s 80 bytes and two
 /// or three strings. Converts to the shared [`ReachMatrix`] on demand.
 #[derive(Debug, Clone)]
 pub struct CompactMatrix<'m> {

@@ -510,6 +510,8 @@ fn compact_matrix_is_the_same_matrix() {
         (lab.model().reach(&req).expect("reach"), lab.model().reach_compact(&req).expect("c"));
     assert_eq!(full.pairs.len(), 150 * 149);
     assert_eq!(compact.to_matrix(), full);
+    // The point of the form: a few machine words per pair, no heap.
+    assert!(std::mem::size_of::<topo_model::CompactPair>() <= 24);
     let first_fail = compact.pairs.iter().find(|p| !p.reached()).expect("a failure");
     assert_eq!(compact.from_name(first_fail), "h1");
     assert!(
