@@ -37,12 +37,14 @@ fn main() {
         let mut base_runs = Vec::new();
         let mut rss = 0u64;
         for _ in 0..reps {
+            let before = netns_alive();
             let (up, down, r) = run_topo(&topo, n);
             rss = rss.max(r);
             topo_runs.push((up, down));
-            settle();
+            settle(before);
+            let before = netns_alive();
             base_runs.push(run_baseline(n));
-            settle();
+            settle(before);
         }
         let (tu, td) = median(&topo_runs);
         let (bu, bd) = median(&base_runs);
@@ -80,9 +82,29 @@ fn topo_exe() -> PathBuf {
     me.parent().and_then(Path::parent).map(|d| d.join("topo")).expect("topo binary")
 }
 
-/// Let the kernel finish tearing down namespaces (asynchronous) before the next measurement.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(1500));
+/// Network namespaces allocated in the kernel (the `net_namespace` slab), including deleted ones
+/// the kernel has not cleaned up yet.
+fn netns_alive() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Let the kernel finish tearing down the namespaces of the last run (it does that
+/// asynchronously, and 1000 of them take it 2–3 s) before the next measurement: wait until the
+/// count is back near what it was before the run (other processes on the machine make and
+/// remove namespaces too), at most 20 s; without the count, a fixed pause.
+fn settle(before: Option<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    match before {
+        Some(b) => {
+            while netns_alive().is_some_and(|n| n > b + 64) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        None => std::thread::sleep(Duration::from_secs(3)),
+    }
 }
 
 fn median(runs: &[(Duration, Duration)]) -> (Duration, Duration) {
