@@ -467,6 +467,8 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
 
     if let Some(mut g) = gens {
         let fixed = fixed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Namespaces rebuilt from a dump have no stale generations left to delete.
+        let rebuilt: BTreeSet<String> = fixed.iter().map(|(ns, _)| ns.clone()).collect();
         if !fixed.is_empty() {
             for (ns, f) in fixed {
                 g.next = g.next.max(f.active.map_or(0, |a| a + 1));
@@ -479,23 +481,38 @@ fn apply_diff(plan: &Plan, state_dir: &Path, old: &Desired, new: &Desired) -> Re
         // Off the critical path, once every namespace's change is in force: delete stale
         // generations where there are too many. Each namespace's socket close waits for an RCU
         // grace period; keeping the sockets open until all are sent lets the waits overlap.
+        // A failure here does not undo the change: it is logged, and the tables that could not
+        // be deleted go with the namespace at `down`.
         let gc: Vec<(String, Vec<u64>)> = work
             .iter()
+            .filter(|(ns, _)| !rebuilt.contains(ns))
             .filter_map(|(ns, w)| {
                 w.gen.as_ref().filter(|s| !s.gc.is_empty()).map(|s| (ns.clone(), s.gc.clone()))
             })
             .collect();
         let open = Mutex::new(Vec::new());
-        errors.extend(parallel(&gc, workers_for(gc.len(), true), |ns, stale| {
-            let mut batch = nft::batch();
-            for s in stale {
-                gens::add_delete(&mut batch, *s);
-            }
-            let sock = nft::send_keep(&batch.finalize())
+        let gc_errors = parallel(&gc, workers_for(gc.len(), true), |ns, stale| {
+            let delete = |which: &[u64]| {
+                let mut batch = nft::batch();
+                for s in which {
+                    gens::add_delete(&mut batch, *s);
+                }
+                nft::send_keep(&batch.finalize())
+            };
+            // If one of them is gone already, the batch fails as a whole: retry with those
+            // that exist.
+            let sock = delete(stale)
+                .or_else(|_| {
+                    let present: BTreeSet<u64> = gens::list()?.into_iter().collect();
+                    delete(&stale.iter().copied().filter(|g| present.contains(g)).collect::<Vec<_>>())
+                })
                 .map_err(|e| ChaosError::kernel(ns, "delete stale partition generations", e))?;
             open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sock);
             Ok(())
-        }));
+        });
+        for e in gc_errors {
+            tracing::warn!(error = %e, "stale partition generations left in place");
+        }
         drop(open);
     }
 

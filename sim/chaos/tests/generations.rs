@@ -137,3 +137,30 @@ fn missing_corrupt_or_outdated_record_is_repaired() {
         check_node(&lab, n, false);
     }
 }
+
+#[test]
+fn collection_tolerates_tables_deleted_behind_its_back() {
+    if !topo_lab::testkit::require_root("chaos::generations_gc") {
+        return;
+    }
+    let mut lab = TestLab::up("cgg", &lan_yaml(3));
+    let a = g(&[&["h1"], &["h2", "h3"]]);
+    // Each partition + heal retires one generation per namespace.
+    for _ in 0..KEEP_STALE {
+        lab.apply(&a);
+        lab.apply(&Fault::Heal);
+    }
+    let ns = lab.node("h1").netns.clone();
+    let rec = Gens::load(&lab.state_dir).unwrap();
+    let stale = rec.ns[&ns].stale.clone();
+    assert_eq!(stale.len(), KEEP_STALE, "{rec:?}");
+    // Someone deletes one of h1's stale tables; the next collection round must still succeed
+    // and leave kernel and record in agreement.
+    lab.sh("h1", &format!("nft delete table inet {}{}", gens::PREFIX, stale[0]));
+    lab.apply(&a);
+    lab.apply(&Fault::Heal);
+    for n in NODES {
+        check_node(&lab, n, false);
+    }
+    assert!(Gens::load(&lab.state_dir).unwrap().ns[&ns].stale.is_empty());
+}
