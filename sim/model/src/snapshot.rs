@@ -219,6 +219,39 @@ pub fn capture(
     })
 }
 
+/// [`capture`] on the model. A big plan's matrix is taken in the compact form
+/// ([`Model::reach_compact`]): the snapshot lists only the failures then and no paths, so the
+/// strings of a million reaching pairs are never built. Small plans take the generic capture.
+fn capture_model(
+    lab: &mut ModelLab,
+    name: &str,
+    faults: &[Fault],
+    routes: BTreeMap<String, Vec<String>>,
+) -> Result<StepSnapshot, LabError> {
+    let n = lab.plan().nodes.len();
+    if n <= MAX_PATH_NODES || n * (n - 1) <= MAX_LISTED_PAIRS {
+        return capture(lab, name, faults, routes);
+    }
+    let req = crate::all_pairs(lab.plan(), Proto::Icmp);
+    let m = lab.model().reach_compact(&req)?;
+    let lines = m
+        .pairs
+        .iter()
+        .filter(|p| !p.reached())
+        .map(|p| {
+            let why = m.reason(p).unwrap_or_else(|| "unreached".into());
+            format!("{} -> {}: {why}", m.from_name(p), m.to_name(p))
+        })
+        .collect();
+    Ok(StepSnapshot {
+        name: name.to_owned(),
+        faults: faults.iter().map(fault_text).collect(),
+        routes,
+        reach: ReachSummary { proto: m.proto.to_string(), pairs: m.pairs.len(), reached: m.reached(), lines },
+        paths: BTreeMap::new(),
+    })
+}
+
 /// Extra measurement rounds for pairs that failed while some link loses part of its packets.
 const LOSSY_ROUNDS: usize = 6;
 
@@ -275,13 +308,13 @@ pub fn freeze_plan(
     let mut lab = ModelLab::new(plan.clone());
     let mut out = Vec::with_capacity(steps.len() + 1);
     let routes = model_routes(lab.model());
-    out.push(capture(&mut lab, "initial", &[], routes)?);
+    out.push(capture_model(&mut lab, "initial", &[], routes)?);
     for (name, faults) in steps {
         for f in faults {
             lab.apply(f)?;
         }
         let routes = model_routes(lab.model());
-        out.push(capture(&mut lab, name, faults, routes)?);
+        out.push(capture_model(&mut lab, name, faults, routes)?);
     }
     Ok(Snapshot {
         format: SNAPSHOT_FORMAT,
@@ -517,7 +550,33 @@ fn line_ops<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Op<'a>> {
 
 #[cfg(test)]
 mod tests {
-    use super::diff;
+    use std::collections::BTreeMap;
+
+    use topo_lab::{Fault, Lab};
+
+    use super::{capture, capture_model, diff};
+    use crate::testplan::PlanBuilder;
+    use crate::ModelLab;
+
+    #[test]
+    fn big_plans_capture_the_same_step_through_the_compact_matrix() {
+        // 60 hosts: 3540 pairs, past both the listing and the path limits.
+        let mut b = PlanBuilder::new("big");
+        for i in 0..60 {
+            let name = format!("h{i}");
+            b.host(&name).attach(&name, "lan", &format!("10.0.0.{}/24", i + 2));
+        }
+        let mut lab = ModelLab::new(b.build());
+        let cut = Fault::Partition { groups: vec![vec!["h3".into(), "h41".into()]] };
+        lab.apply(&cut).expect("partition");
+        let generic = capture(&mut lab, "cut", std::slice::from_ref(&cut), BTreeMap::new()).expect("capture");
+        let compact =
+            capture_model(&mut lab, "cut", std::slice::from_ref(&cut), BTreeMap::new()).expect("capture");
+        assert_eq!(compact, generic);
+        assert_eq!(generic.reach.pairs, 60 * 59);
+        assert_eq!(generic.reach.lines.len(), 2 * 2 * 58, "both members are cut from the 58 others");
+        assert!(generic.reach.lines.iter().all(|l| l.contains("partition")), "{:?}", generic.reach.lines);
+    }
 
     #[test]
     fn diff_shows_changed_lines_with_context() {
