@@ -638,6 +638,13 @@ pub fn clear(plan: &Plan, state_dir: &Path) -> Result<(), Vec<ChaosError>> {
         Ok(())
     }));
     drop(open);
+    // The generation record describes tables that are gone now.
+    match std::fs::remove_file(state_dir.join("chaos").join("partition.json")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            errors.push(ChaosError::Invalid(format!("remove the partition generation record: {e}")));
+        }
+        _ => {}
+    }
     if errors.is_empty() {
         Ok(())
     } else {
