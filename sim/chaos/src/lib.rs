@@ -147,20 +147,33 @@ pub fn desired(plan: &Plan, state: &FaultState, netem: bool) -> Desired {
     let index: std::collections::HashMap<&str, usize> =
         plan.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut senders: Vec<Vec<usize>> = vec![Vec::new(); plan.nodes.len()];
+    // Pairs come sorted by sender: look each sender up once.
+    let mut last: Option<(&str, Option<usize>)> = None;
     for (from, to) in &state.drops {
-        if let (Some(&f), Some(&t)) = (index.get(from.as_str()), index.get(to.as_str())) {
+        let f = match last {
+            Some((name, i)) if name == from.as_str() => i,
+            _ => {
+                let i = index.get(from.as_str()).copied();
+                last = Some((from.as_str(), i));
+                i
+            }
+        };
+        if let (Some(f), Some(&t)) = (f, index.get(to.as_str())) {
             senders[t].push(f);
         }
     }
     let mut addrs: Vec<Option<Vec<IpAddr>>> = vec![None; plan.nodes.len()];
     for (t, froms) in senders.iter().enumerate().filter(|(_, f)| !f.is_empty()) {
-        let mut set = BTreeSet::new();
+        let mut all: Vec<IpAddr> = Vec::new();
         for &f in froms {
-            set.extend(
+            all.extend(
                 addrs[f].get_or_insert_with(|| node_addrs(&plan.nodes[f]).into_iter().collect()).iter(),
             );
         }
-        d.nft.entry(plan.nodes[t].netns.clone()).or_default().drop_from = set;
+        // Sorted input lets the set be built in bulk.
+        all.sort_unstable();
+        all.dedup();
+        d.nft.entry(plan.nodes[t].netns.clone()).or_default().drop_from = all.into_iter().collect();
     }
 
     // Impairments per direction.
