@@ -538,6 +538,17 @@ fn create_fabric_ns(
                 for k in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
                     let _ = topo_netns::write_sysctl(k, "1");
                 }
+                // Where the host has br_netfilter loaded (Docker hosts do), every bridged frame
+                // would also run the fabric's IP netfilter hooks and conntrack. The lab's bridges
+                // are plain switches (faults live in the node namespaces), so skip that work.
+                // The keys exist only while the module is loaded, and are per namespace.
+                for k in [
+                    "net.bridge.bridge-nf-call-iptables",
+                    "net.bridge.bridge-nf-call-ip6tables",
+                    "net.bridge.bridge-nf-call-arptables",
+                ] {
+                    let _ = topo_netns::write_sysctl(k, "0");
+                }
                 let socks = (0..sockets)
                     .map(|_| netlink::socket_here().map_err(|e| sys("netlink socket", e)))
                     .collect::<Result<Vec<_>, _>>()?;

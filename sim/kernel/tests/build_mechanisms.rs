@@ -144,6 +144,17 @@ fn up_builds_shared_files_uts_tmpfs_and_sysctls_and_down_removes_them() {
     assert_eq!(sysctl_in(&plan.nodes[plan.node_index("r1").unwrap()].netns, "net.ipv4.ip_forward"), "1");
     assert_eq!(sysctl_in(&plan.nodes[plan.node_index("ha1").unwrap()].netns, "net.ipv4.ip_forward"), "0");
 
+    // With br_netfilter on the host, the fabric's bridges skip the IP netfilter hooks.
+    if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        for k in ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"] {
+            assert_eq!(sysctl_in(&plan.fabric.netns, k), "0", "{k} in the fabric");
+        }
+    } else {
+        eprintln!(
+            "br_netfilter is not loaded on this host: the fabric's bridge-nf-call keys are not checked"
+        );
+    }
+
     let report = down(&lab).expect("down");
     assert_eq!(report.namespaces, plan.nodes.len() + 1);
     assert!(etc_entries(&lab).is_empty());
