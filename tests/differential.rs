@@ -602,3 +602,12 @@ fn fixture_no_icmp_redirects_detects_redirects() {
     let on = r#"{net.ipv4.conf.all.send_redirects: "1", net.ipv4.conf.default.send_redirects: "1"}"#;
     replay_unfixed("no-icmp-redirects", on, "icmp h3 -> h1");
 }
+
+/// Known and not fixed (see the fixture's comment and docs/model.md): an ECMP route with one
+/// silently broken branch. Whether a pair reaches depends on the kernel's per-boot flow hash,
+/// which the model does not know; this replay passes or fails with the hash.
+#[test]
+#[ignore = "known model limit: ECMP hash decides reachability when one equal-cost branch is cut"]
+fn fixture_ecmp_hash_decides_reachability() {
+    replay("ecmp-hash-decides");
+}
