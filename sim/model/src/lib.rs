@@ -88,8 +88,11 @@
 //!
 //! # Where the model may knowingly differ from the kernel
 //!
-//! - ECMP: one path (lowest next hop) instead of the kernel's per-flow hash — paths, not
-//!   reachability.
+//! - ECMP: one path (lowest next hop) instead of the kernel's per-flow hash — paths differ,
+//!   and so does reachability when one equal-cost branch is silently broken (a `link cut` of
+//!   a router's LAN attachment leaves the interface up, so both routers keep advertising the
+//!   LAN): the kernel's hash decides per flow (fixture `ecmp-hash-decides` of the differential
+//!   check).
 //! - OSPF on LANs: a full mesh of adjacencies instead of DR/BDR; with drops between routers
 //!   of one LAN, pairs whose hellos are filtered are simply not adjacent.
 //! - Areas are flattened; `redistribute_static` advertises the plan's static routes as
