@@ -603,6 +603,11 @@ fn fixture_no_icmp_redirects_detects_redirects() {
     replay_unfixed("no-icmp-redirects", on, "icmp h3 -> h1");
 }
 
+#[test]
+fn fixture_ospf_no_carrier_not_advertised() {
+    replay("ospf-no-carrier");
+}
+
 /// Known and not fixed (see the fixture's comment and docs/model.md): an ECMP route with one
 /// silently broken branch. Whether a pair reaches depends on the kernel's per-boot flow hash,
 /// which the model does not know; this replay passes or fails with the hash.

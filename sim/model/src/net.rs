@@ -251,6 +251,17 @@ impl Net {
         found
     }
 
+    /// Does interface `gi` have carrier? Up, and on a point-to-point link its peer is up too
+    /// (a veth loses carrier when its peer goes down); a LAN port is on an always-up bridge.
+    pub fn carrier(&self, gi: usize) -> bool {
+        let ifc = &self.ifaces[gi];
+        ifc.up
+            && match self.segs[ifc.seg].kind {
+                SegKind::Lan(_) => true,
+                SegKind::Link(_) => self.segs[ifc.seg].ifaces.iter().all(|&j| self.ifaces[j].up),
+            }
+    }
+
     /// The link index of a p2p segment.
     pub fn link_of(&self, seg: usize) -> Option<usize> {
         match self.segs[seg].kind {

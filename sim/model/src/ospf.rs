@@ -152,8 +152,14 @@ impl World {
                 if !ifc.up {
                     continue;
                 }
+                // A point-to-point interface whose peer is down (stopped node, downed end) has
+                // no carrier: ospfd takes it down and stops advertising its subnet, although
+                // the kernel keeps the connected route (found by the differential check).
+                let carrier = net.carrier(gi);
                 for a in &ifc.addrs {
-                    intra.entry(a.trunc()).or_default().push((r, cost(c)));
+                    if carrier {
+                        intra.entry(a.trunc()).or_default().push((r, cost(c)));
+                    }
                     own[r].insert(a.trunc());
                 }
             }
