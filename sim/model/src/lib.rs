@@ -40,7 +40,8 @@
 //! every pair of such routers is adjacent. A drop in either direction between two routers
 //! (partition, one-way) kills their adjacency (hellos are filtered). The edge cost is the
 //! outgoing interface's cost (minimum 1). Each router runs Dijkstra and learns every prefix
-//! the others advertise — the subnets of their up OSPF interfaces (passive ones too) and,
+//! the others advertise — the subnets of their up OSPF interfaces with carrier (passive ones
+//! too; a p2p interface has carrier only while its peer's end is up) and,
 //! when `lo` is an OSPF interface, their loopbacks as /32 host routes — at the cost of the
 //! path plus the advertiser's interface cost. With `redistribute_static`, a router's static
 //! routes are advertised as externals (used when no intra-area route exists; nearest
