@@ -116,17 +116,9 @@ pub fn read_faults(state_dir: &Path) -> Result<FaultState, DaemonError> {
     }
 }
 
-/// A sensible deadline for [`wait_converged`] right after `up`: OSPF may need a dead interval
-/// before DR election on LANs, then the database exchange; twice the largest dead interval plus
-/// ten seconds, and at least 30 s (the fast-timer triangle converges in about 1.5 s).
+/// A sensible deadline for [`wait_converged`] right after `up`: [`Plan::converge_timeout`].
 pub fn default_converge_timeout(plan: &Plan) -> Duration {
-    let dead = plan
-        .nodes
-        .iter()
-        .filter_map(|n| n.routing.as_ref()?.ospf.as_ref().map(|o| o.dead_interval))
-        .max()
-        .unwrap_or(0);
-    Duration::from_secs((2 * u64::from(dead) + 10).max(30))
+    plan.converge_timeout()
 }
 
 /// Does any node of the plan run routing daemons?

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use topo_lab::{
@@ -361,19 +360,6 @@ fn has_dynamic_routing(plan: &Plan) -> bool {
     plan.nodes.iter().any(|n| n.routing.as_ref().is_some_and(|r| r.ospf.is_some()))
 }
 
-/// How long a live lab may take to reconverge after a step: twice the largest OSPF dead
-/// interval (a silent cut is noticed only when the dead timer fires) plus ten seconds for the
-/// database exchange and route installation, and at least 30 s.
-pub fn converge_timeout(plan: &Plan) -> Duration {
-    let dead = plan
-        .nodes
-        .iter()
-        .filter_map(|n| n.routing.as_ref()?.ospf.as_ref().map(|o| o.dead_interval))
-        .max()
-        .unwrap_or(0);
-    Duration::from_secs((2 * u64::from(dead) + 10).max(30))
-}
-
 /// Before measuring a step on a live lab with routing daemons, wait until routing has
 /// converged to the state the faults imply (the model is that state by construction): a
 /// capture taken while OSPF still reroutes measures a transient, not the design.
@@ -381,7 +367,7 @@ fn settle(lab: &mut dyn Lab, step: &str) -> Result<(), LabError> {
     if !has_dynamic_routing(lab.plan()) {
         return Ok(());
     }
-    let timeout = converge_timeout(lab.plan());
+    let timeout = lab.plan().converge_timeout();
     lab.wait_converged(timeout).map_err(|e| {
         LabError::Backend(format!(
             "step {step:?}: routing did not converge within {}s: {e}",

@@ -249,6 +249,20 @@ impl Plan {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// How long routing may take to converge (after `up`, or after a fault): twice the largest
+    /// OSPF dead interval (a silent cut is noticed only when the dead timer fires, and LANs wait
+    /// a dead interval before electing a DR) plus ten seconds for the database exchange and
+    /// route installation, and at least 30 s. The fast-timer triangle converges in about 1.5 s.
+    pub fn converge_timeout(&self) -> std::time::Duration {
+        let dead = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.routing.as_ref()?.ospf.as_ref().map(|o| o.dead_interval))
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_secs((2 * u64::from(dead) + 10).max(30))
+    }
+
     /// Canonical JSON (pretty, stable field order) — what "byte-identical plan" means.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("plan serializes")
