@@ -66,6 +66,10 @@ pub(crate) struct FibRoute {
     pub dev: usize,
     pub metric: u32,
     pub origin: Origin,
+    /// Other equal-cost next hops (next hop, interface) of an OSPF route: the kernel installs a
+    /// multipath route and hashes each flow over them. The model forwards on `via`/`dev` and
+    /// uses these only to mark pairs whose outcome depends on the hash.
+    pub alts: Vec<(Ipv4Addr, usize)>,
 }
 
 /// A node's forwarding table: the best route per prefix, indexed by prefix length.

@@ -46,8 +46,9 @@
 //! path plus the advertiser's interface cost. With `redistribute_static`, a router's static
 //! routes are advertised as externals (used when no intra-area route exists; nearest
 //! advertiser wins). Next hop = the neighbour's interface address on the first-hop segment.
-//! **ECMP**: among equal-cost paths the model picks the lowest next-hop address (the kernel
-//! hashes flows over all of them: reachability agrees, individual paths may not).
+//! **ECMP**: among equal-cost paths the model forwards on the lowest next-hop address (the
+//! kernel hashes flows over all of them). Every equal-cost next hop is kept, and
+//! [`Model::ecmp_dependent`] names the pairs whose verdict differs on another branch.
 //! **Areas**: adjacency needs equal areas on p2p links; otherwise all areas are flattened into
 //! one (no ABR summarisation, no stub areas).
 //!
@@ -93,7 +94,11 @@
 //!   and so does reachability when one equal-cost branch is silently broken (a `link cut` of
 //!   a router's LAN attachment leaves the interface up, so both routers keep advertising the
 //!   LAN): the kernel's hash decides per flow (fixture `ecmp-hash-decides` of the differential
-//!   check).
+//!   check). The model does not guess the hash: [`Model::ecmp_dependent`] marks the pairs
+//!   whose delivered/dropped verdict changes when one multipath route takes another of its
+//!   next hops (one deviation at a time, at most [`Model::ECMP_MAX_BRANCHES`] branches), and
+//!   the differential check accepts either kernel outcome for those pairs only. The primary
+//!   answer ([`Model::reach`], snapshots) is still the lowest-next-hop one.
 //! - OSPF on LANs: a full mesh of adjacencies instead of DR/BDR; with drops between routers
 //!   of one LAN, pairs whose hellos are filtered are simply not adjacent.
 //! - Areas are flattened; `redistribute_static` advertises the plan's static routes as

@@ -257,6 +257,7 @@ impl Model {
                         dev: gi,
                         metric: 0,
                         origin: Origin::Connected,
+                        alts: Vec::new(),
                     });
                 }
             }
@@ -281,6 +282,7 @@ impl Model {
                         RouteOrigin::Static => Origin::Static,
                         RouteOrigin::Gateway => Origin::Gateway,
                     },
+                    alts: Vec::new(),
                 });
             }
             cand.append(&mut ospf[ni]);
@@ -811,6 +813,59 @@ impl Model {
             pairs.append(&mut p);
         }
         Ok(CompactMatrix { model: self, proto: req.proto, pairs })
+    }
+
+    /// Most alternative branches [`Model::ecmp_dependent`] evaluates (each one re-probes the
+    /// request): a bound on the cost for topologies with many equal-cost routes.
+    pub const ECMP_MAX_BRANCHES: usize = 64;
+
+    /// The pairs of `req` (as `(from, to)` names) whose outcome depends on which equal-cost
+    /// branch the kernel's per-flow hash picks.
+    ///
+    /// The model forwards on the lowest next hop of an OSPF multipath route. Here every
+    /// alternative next hop of every multipath route is tried in turn (one deviation from the
+    /// primary choice at a time, at most [`Model::ECMP_MAX_BRANCHES`] of them), and a pair whose
+    /// delivered/dropped verdict differs from the primary answer under some branch is marked.
+    /// A combination of several deviations is not tried: the set is a lower bound when more
+    /// than one multipath route lies on a pair's way.
+    pub fn ecmp_dependent(&self, req: &ReachRequest) -> Result<BTreeSet<(String, String)>, LabError> {
+        let (from, to) = self.request_indices(req)?;
+        let verdicts = |m: &Model| -> Vec<bool> {
+            let mut out = Vec::with_capacity(pair_count(&from, &to));
+            m.probe_rows(&from, &to, req.proto, |_, _, fail| out.push(fail.is_none()));
+            out
+        };
+        let branches: Vec<(usize, usize, (Ipv4Addr, usize))> = self
+            .fibs
+            .iter()
+            .enumerate()
+            .flat_map(|(n, f)| {
+                f.routes.iter().enumerate().flat_map(move |(i, r)| r.alts.iter().map(move |&a| (n, i, a)))
+            })
+            .take(Self::ECMP_MAX_BRANCHES)
+            .collect();
+        let mut marked = BTreeSet::new();
+        if branches.is_empty() {
+            return Ok(marked);
+        }
+        let base = verdicts(self);
+        let names: Vec<(usize, usize)> =
+            from.iter().flat_map(|&s| to.iter().filter(move |&&t| t != s).map(move |&t| (s, t))).collect();
+        let mut variant = self.clone();
+        for (n, i, (via, dev)) in branches {
+            let r = &mut variant.fibs[n].routes[i];
+            let (old_via, old_dev) = (r.via, r.dev);
+            (r.via, r.dev) = (Some(via), dev);
+            for (k, v) in verdicts(&variant).into_iter().enumerate() {
+                if v != base[k] {
+                    let (s, t) = names[k];
+                    marked.insert((self.net.nodes[s].name.clone(), self.net.nodes[t].name.clone()));
+                }
+            }
+            let r = &mut variant.fibs[n].routes[i];
+            (r.via, r.dev) = (old_via, old_dev);
+        }
+        Ok(marked)
     }
 
     /// The hop path from `from` to `to`'s primary address (like traceroute).

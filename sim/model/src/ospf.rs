@@ -186,11 +186,15 @@ impl World {
         World { n_nodes, adj, intra, external, own }
     }
 
-    /// Dijkstra from router `s`: distance and first hop of every vertex.
-    fn spf(&self, s: usize) -> (Vec<u64>, Vec<Option<FirstHop>>) {
+    /// Dijkstra from router `s`: distance, first hop (the lowest one among equal-cost paths)
+    /// and every equal-cost first hop of each vertex.
+    fn spf(&self, s: usize) -> (Vec<u64>, Vec<Option<FirstHop>>, Vec<Vec<FirstHop>>) {
         let v = self.adj.len();
         let mut dist = vec![u64::MAX; v];
         let mut fh: Vec<Option<FirstHop>> = vec![None; v];
+        // All first hops, for the ECMP marking; the primary choice above is kept as it was, so
+        // the forwarding answer does not change.
+        let mut all: Vec<Vec<FirstHop>> = vec![Vec::new(); v];
         let mut done = vec![false; v];
         let mut heap = BinaryHeap::new();
         dist[s] = 0;
@@ -211,21 +215,36 @@ impl World {
                     }
                 };
                 let nd = d + e.cost;
+                if nd > dist[e.to] || (nd == dist[e.to] && done[e.to]) {
+                    continue;
+                }
+                let cands: Vec<FirstHop> = if u == s {
+                    vec![cand]
+                } else {
+                    all[u].iter().map(|&h| if h.0.is_none() { (e.nh, h.1) } else { h }).collect()
+                };
                 if nd < dist[e.to] {
                     dist[e.to] = nd;
                     fh[e.to] = Some(cand);
+                    all[e.to] = cands;
                     heap.push(Reverse((nd, e.to)));
                 } else if nd == dist[e.to] && !done[e.to] {
-                    // ECMP: keep the lowest next-hop address (deterministic).
+                    // ECMP: forward on the lowest next-hop address (deterministic), remember all.
                     fh[e.to] = fh[e.to].min(Some(cand));
+                    // Deduplicated as it grows: in a mesh of equal paths the hops would
+                    // otherwise be counted once per path.
+                    let set = &mut all[e.to];
+                    set.extend(cands);
+                    set.sort_unstable();
+                    set.dedup();
                 }
             }
         }
-        (dist, fh)
+        (dist, fh, all)
     }
 
     fn routes_from(&self, _net: &Net, s: usize) -> Vec<FibRoute> {
-        let (dist, fh) = self.spf(s);
+        let (dist, fh, all) = self.spf(s);
         let mut out = Vec::new();
         let reach = |r: usize| -> Option<(u64, Ipv4Addr, usize)> {
             if r == s || r >= self.n_nodes || dist[r] == u64::MAX {
@@ -244,18 +263,22 @@ impl World {
                 .iter()
                 .filter_map(|&(r, c)| reach(r).map(|(d, nh, dev)| (d + c, nh, dev)))
                 .min_by_key(|&(d, nh, dev)| (d, nh, dev));
-            if let Some((_, nh, dev)) = best {
-                out.push(route(*prefix, nh, dev));
+            if let Some((d, nh, dev)) = best {
+                let tied = adv.iter().filter(|&&(r, c)| reach(r).is_some_and(|x| x.0 + c == d));
+                let alts = alternatives(tied.map(|&(r, _)| r), &all, (nh, dev));
+                out.push(route(*prefix, nh, dev, alts));
             }
         }
         for (prefix, adv) in &self.external {
             if self.own[s].contains(prefix) || self.intra.contains_key(prefix) || adv.contains(&s) {
                 continue;
             }
-            if let Some((_, nh, dev)) =
+            if let Some((d, nh, dev)) =
                 adv.iter().filter_map(|&r| reach(r)).min_by_key(|&(d, nh, dev)| (d, nh, dev))
             {
-                out.push(route(*prefix, nh, dev));
+                let tied = adv.iter().copied().filter(|&r| reach(r).is_some_and(|x| x.0 == d));
+                let alts = alternatives(tied, &all, (nh, dev));
+                out.push(route(*prefix, nh, dev, alts));
             }
         }
         out
@@ -266,6 +289,21 @@ fn cost(c: &OspfIfacePlan) -> u64 {
     u64::from(c.cost.max(1))
 }
 
-fn route(to: Ipv4Net, nh: Ipv4Addr, dev: usize) -> FibRoute {
-    FibRoute { to, via: Some(nh), dev, metric: OSPF_KERNEL_METRIC, origin: Origin::Ospf }
+/// The equal-cost next hops toward the routers `tied` other than the primary one.
+fn alternatives(
+    tied: impl Iterator<Item = usize>,
+    all: &[Vec<FirstHop>],
+    primary: (Ipv4Addr, usize),
+) -> Vec<(Ipv4Addr, usize)> {
+    let mut alts: Vec<(Ipv4Addr, usize)> = tied
+        .flat_map(|r| all[r].iter().filter_map(|&(nh, dev)| nh.map(|a| (a, dev))))
+        .filter(|&h| h != primary)
+        .collect();
+    alts.sort_unstable();
+    alts.dedup();
+    alts
+}
+
+fn route(to: Ipv4Net, nh: Ipv4Addr, dev: usize, alts: Vec<(Ipv4Addr, usize)>) -> FibRoute {
+    FibRoute { to, via: Some(nh), dev, metric: OSPF_KERNEL_METRIC, origin: Origin::Ospf, alts }
 }
