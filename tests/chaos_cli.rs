@@ -3,31 +3,12 @@
 //! (also for a LAN attachment), node stop/start, impairments from the topology file and at
 //! runtime, and the events log. Root only (skips otherwise; fails under CI=true).
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use topo_lab::testkit::{require_root, unique_lab};
 
-fn topo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_topo"));
-    c.env_remove("TOPO_LOG");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    topo().args(args).stdin(Stdio::null()).output().expect("run topo")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "topo {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod support;
+use support::{ok, run};
 
 struct Guard(String);
 impl Drop for Guard {

@@ -6,33 +6,14 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use topo_lab::testkit::{require_root, unique_lab};
 
-fn topo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_topo"));
-    c.env_remove("TOPO_LOG");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    topo().args(args).stdin(Stdio::null()).output().expect("run topo")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "topo {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod support;
+use support::{ok, run, topo};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
