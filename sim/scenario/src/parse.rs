@@ -677,6 +677,20 @@ impl StepParser<'_> {
         }
     }
 
+    /// The `proto` key of a step (ICMP when absent).
+    fn proto_at(&mut self, m: &Map) -> Option<Proto> {
+        match m.get("proto") {
+            None => Some(Proto::Icmp),
+            Some(Y::Scalar(s)) => match s.s.trim().parse::<Proto>() {
+                Ok(p) => Some(p),
+                Err(e) => self
+                    .err(Diagnostic::new("topo::bad-value", s.span, e).label("unknown protocol"))
+                    .map(|()| Proto::Icmp),
+            },
+            Some(other) => self.err(expected(other, "icmp, udp[:PORT] or tcp[:PORT]")).map(|()| Proto::Icmp),
+        }
+    }
+
     fn duration_at(&mut self, m: &Map, key: &str, default: Duration) -> Option<Duration> {
         match m.get(key) {
             None => Some(default),
@@ -1027,20 +1041,7 @@ impl StepParser<'_> {
             None => empty,
             Some(v) => self.map(v, &["from", "to", "proto", "expect", "deadline"])?,
         };
-        let proto = match m.get("proto") {
-            None => Proto::Icmp,
-            Some(Y::Scalar(s)) => match s.s.trim().parse::<Proto>() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.err(Diagnostic::new("topo::bad-value", s.span, e).label("unknown protocol"))?;
-                    return None;
-                }
-            },
-            Some(other) => {
-                self.err(expected(other, "icmp, udp[:PORT] or tcp[:PORT]"))?;
-                return None;
-            }
-        };
+        let proto = self.proto_at(&m)?;
         let deadline = self.duration_at(&m, "deadline", DEFAULT_DEADLINE)?;
         let expect = match m.get("expect") {
             None => ReachExpect::Auto,
@@ -1184,20 +1185,7 @@ impl StepParser<'_> {
 
     fn converge(&mut self, v: &Y, span: Span) -> Option<Step> {
         let m = self.map(v, &["flows", "fault", "max", "interval", "timeout", "proto"])?;
-        let proto = match m.get("proto") {
-            None => Proto::Icmp,
-            Some(Y::Scalar(s)) => match s.s.trim().parse::<Proto>() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.err(Diagnostic::new("topo::bad-value", s.span, e).label("unknown protocol"))?;
-                    return None;
-                }
-            },
-            Some(other) => {
-                self.err(expected(other, "icmp, udp[:PORT] or tcp[:PORT]"))?;
-                return None;
-            }
-        };
+        let proto = self.proto_at(&m)?;
         let flows_y = match m.get("flows") {
             Some(y) => y.clone(),
             None => {
