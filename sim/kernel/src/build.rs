@@ -1,11 +1,12 @@
 //! `up`: turn a plan into namespaces, bridges, veths, addresses, routes, sysctls, UTS namespaces
 //! and `/etc/netns` files, rolling everything back on failure or Ctrl-C.
 //!
-//! Speed comes from doing little per node: one worker thread per core creates node namespaces in
-//! turn (unshare, bind mount, sysctls, a netlink socket and the UTS namespace, all while it is
-//! inside the new namespace), then every netlink request is written in order on per-namespace
-//! sockets and the acknowledgements are awaited together. Interface indices are chosen by us, so
-//! nothing has to be looked up: addresses and routes go out right behind the links they use.
+//! Speed comes from doing little per node: creator threads (one per core but one) make node
+//! namespaces in turn (unshare, bind mount, sysctls, a netlink socket and the UTS namespace, all
+//! while inside the new namespace) and hand each to one wiring thread, which writes its netlink
+//! requests in order on the fabric's and the node's sockets and awaits the acknowledgements
+//! together. Interface indices are chosen by us, so nothing has to be looked up: addresses and
+//! routes go out right behind the links they use.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rtnetlink::packet_route::address::AddressMessage;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{
@@ -206,11 +207,11 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     // them all away.
     mount_uts_tmpfs(sd)?;
     lap("mount points");
-    let workers = worker_count(plan.nodes.len());
+    let creators = creator_count(plan.nodes.len());
     let mut keys: Vec<&str> = plan.nodes.iter().flat_map(|n| n.sysctls.keys().map(String::as_str)).collect();
     keys.sort_unstable();
     keys.dedup();
-    let (mut fabric_socks, fresh) = create_fabric_ns(&plan.fabric.netns, &anchor, workers + 1, &keys)?;
+    let (mut fabric_socks, fresh) = create_fabric_ns(&plan.fabric.netns, &anchor, 2, &keys)?;
     let shared = Shared { gate: std::sync::Mutex::new(()), fresh };
     let mut fabric = SyncConn::new(
         &plan.fabric.netns,
@@ -239,11 +240,12 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     interrupt::check()?;
 
     // Node namespaces, each wired as soon as it exists (its LAN ports from a fabric socket of
-    // the worker's own, then its own configuration), on a few workers; the /etc/netns files
-    // meanwhile on another thread.
+    // the wiring thread, then its own configuration); the /etc/netns files meanwhile on another
+    // thread.
+    let wire_sock = fabric_socks.pop().ok_or_else(|| KernelError::Backend("no fabric socket".into()))?;
     let (nodes, files) = std::thread::scope(|s| {
         let files = s.spawn(|| write_etc_files(plan, sd));
-        let nodes = build_nodes(plan, sd, fabric_socks, &shared, opts);
+        let nodes = build_nodes(plan, sd, wire_sock, creators, &shared, opts);
         (nodes, files.join().unwrap_or_else(|_| Err(KernelError::Backend("file writer panicked".into()))))
     });
     let nodes = nodes?;
@@ -274,29 +276,38 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Worker threads for node namespaces: one per core, at least 2 (so one creates a namespace
-/// while another holds the RTNL gate). On 2 cores, 2 and 4 workers were within the noise of
-/// each other at N=100 and 500, 2 slightly ahead (TOPO_NS_WORKERS overrides).
-fn worker_count(nodes: usize) -> usize {
+/// Threads that create node namespaces: one per core but one (the wiring thread has that), at
+/// least one (TOPO_NS_WORKERS overrides).
+fn creator_count(nodes: usize) -> usize {
     std::env::var("TOPO_NS_WORKERS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(2, 8))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .saturating_sub(1)
+                .clamp(1, 8)
+        })
         .clamp(1, 64)
         .min(nodes.max(1))
 }
 
-/// Create and wire every node on worker threads, one fabric socket each. Nodes with
-/// point-to-point links come back unconfigured (their links come later).
+/// Create every node namespace on `creators` threads and wire each on one more thread as soon
+/// as it exists. Wiring is netlink work under the kernel's RTNL lock, which serializes it
+/// anyway: on one thread it never spins on the lock against itself, while namespace creation
+/// (mostly outside RTNL) keeps the other cores busy. Measured on 2 cores against every worker
+/// doing both: the same at N=100 and 10–20 % faster at N=500 and 1000 (docs/benchmarks.md).
+/// Nodes with point-to-point links come back with their LAN veths only (their links come
+/// later).
 fn build_nodes(
     plan: &Plan,
     sd: &StateDir,
-    fabric_socks: Vec<OwnedFd>,
+    wire_sock: OwnedFd,
+    creators: usize,
     shared: &Shared,
     opts: &UpOpts,
 ) -> Result<Vec<NodeNs>, KernelError> {
     let n = plan.nodes.len();
-    let workers = fabric_socks.len();
     let bridge_index: HashMap<&str, u32> = plan
         .fabric
         .bridges
@@ -304,7 +315,7 @@ fn build_nodes(
         .enumerate()
         .map(|(i, b)| (b.ifname.as_str(), BRIDGE_IFINDEX_BASE + i as u32))
         .collect();
-    // Fabric port indices, numbered over all nodes in plan order.
+    // Fabric port indices, numbered over all nodes in plan order (nodes are wired in any order).
     let mut port_start = Vec::with_capacity(n);
     let mut ports = 0u32;
     for node in &plan.nodes {
@@ -313,101 +324,110 @@ fn build_nodes(
             as u32;
     }
     let abort = AtomicBool::new(false);
-    let results: Vec<Result<Vec<NodeNs>, KernelError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = fabric_socks
-            .into_iter()
-            .enumerate()
-            .map(|(w, sock)| {
-                let (abort, bridge_index, port_start) = (&abort, &bridge_index, &port_start);
+    let (tx, rx) = std::sync::mpsc::channel::<NodeNs>();
+    let (created, wired) = std::thread::scope(|s| {
+        let (abort, bridge_index, port_start) = (&abort, &bridge_index, &port_start);
+        let wirer = std::thread::Builder::new()
+            .name("topo-wire".into())
+            .spawn_scoped(s, move || -> Result<Vec<NodeNs>, KernelError> {
+                let mut fabric = SyncConn::new(&plan.fabric.netns, wire_sock);
+                let mut later = Vec::new();
+                // Ends when every creator has dropped its sender; on an error the namespaces
+                // still in the channel are dropped here and removed by the rollback.
+                for ns in rx {
+                    let port_no = port_start[ns.index];
+                    match wire_node(plan, ns, &mut fabric, bridge_index, port_no, shared) {
+                        Ok(Some(ns)) => later.push(ns),
+                        Ok(None) => {}
+                        Err(e) => {
+                            abort.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    progress(opts, Progress::Advance(1));
+                }
+                Ok(later)
+            })
+            .map_err(|e| KernelError::io("spawn the wiring thread", e));
+        let handles: Vec<_> = (0..creators)
+            .map(|w| {
+                let tx = tx.clone();
                 std::thread::Builder::new()
                     .name(format!("topo-ns-{w}"))
-                    .spawn_scoped(s, move || {
-                        let mut fabric = SyncConn::new(&plan.fabric.netns, sock);
-                        let mut later = Vec::new();
-                        for i in (w..n).step_by(workers) {
+                    .spawn_scoped(s, move || -> Result<(), KernelError> {
+                        for i in (w..n).step_by(creators) {
                             if abort.load(Ordering::Relaxed) {
                                 break;
                             }
-                            let r = interrupt::check().and_then(|()| {
-                                build_node(
-                                    plan,
-                                    i,
-                                    &sd.uts_path(&plan.nodes[i].name),
-                                    &mut fabric,
-                                    bridge_index,
-                                    port_start[i],
-                                    shared,
-                                )
-                            });
-                            match r {
-                                Ok(Some(ns)) => later.push(ns),
-                                Ok(None) => {}
-                                Err(e) => {
-                                    abort.store(true, Ordering::Relaxed);
-                                    return Err(e);
-                                }
+                            let node = &plan.nodes[i];
+                            let made = interrupt::check()
+                                .and_then(|()| create_node_ns(node, &sd.uts_path(&node.name), shared));
+                            let (fd, sock, deferred) =
+                                made.inspect_err(|_| abort.store(true, Ordering::Relaxed))?;
+                            if tx.send(NodeNs { index: i, fd, sock, deferred }).is_err() {
+                                break; // the wiring thread stopped on an error
                             }
-                            progress(opts, Progress::Advance(1));
                         }
-                        Ok(later)
+                        Ok(())
                     })
                     .map_err(|e| KernelError::io("spawn a namespace worker", e))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.and_then(|h| {
-                    h.join().unwrap_or_else(|_| Err(KernelError::Backend("namespace worker panicked".into())))
-                })
+        drop(tx);
+        let joined = |r: Result<std::thread::Result<Result<(), KernelError>>, KernelError>| {
+            r.and_then(|h| {
+                h.unwrap_or_else(|_| Err(KernelError::Backend("namespace worker panicked".into())))
             })
-            .collect()
+        };
+        let created: Vec<Result<(), KernelError>> =
+            handles.into_iter().map(|h| joined(h.map(std::thread::ScopedJoinHandle::join))).collect();
+        let wired = wirer.and_then(|h| {
+            h.join().unwrap_or_else(|_| Err(KernelError::Backend("wiring thread panicked".into())))
+        });
+        (created, wired)
     });
-    let mut later = Vec::new();
-    let mut first_err = None;
-    for r in results {
-        match r {
-            Ok(v) => later.extend(v),
-            Err(e) => {
-                if first_err.is_none() || matches!(first_err, Some(KernelError::Interrupted)) {
-                    first_err = Some(e);
-                }
-            }
+    // The first real error wins over the Interrupted the others may have seen.
+    let mut errors: Vec<KernelError> = created.into_iter().filter_map(Result::err).collect();
+    let mut later = match wired {
+        Ok(later) => later,
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
         }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
+    };
+    if !errors.is_empty() {
+        let first = errors.iter().position(|e| !matches!(e, KernelError::Interrupted)).unwrap_or(0);
+        return Err(errors.swap_remove(first));
     }
     later.sort_by_key(|ns| ns.index);
     Ok(later)
 }
 
-/// One node on a worker thread: its namespaces, its LAN attachments (veths created from the
-/// fabric with the node end directly inside the node), then lo, links up, addresses, routes and
-/// interface sysctls. A node with point-to-point links is handed back for later instead.
-fn build_node(
+/// A node's LAN attachments (veths created from the fabric with the node end directly inside
+/// the node), then lo, links up, addresses, routes and interface sysctls. A node with
+/// point-to-point links gets its LAN veths only and is handed back. Runs on the wiring thread,
+/// which enters the node's namespace only for interface sysctls.
+fn wire_node(
     plan: &Plan,
-    i: usize,
-    uts_path: &Path,
+    ns: NodeNs,
     fabric: &mut SyncConn,
     bridge_index: &HashMap<&str, u32>,
     mut port_no: u32,
     shared: &Shared,
 ) -> Result<Option<NodeNs>, KernelError> {
-    let node = &plan.nodes[i];
-    let (fd, sock, deferred) = create_node_ns(node, uts_path, shared)?;
+    let node = &plan.nodes[ns.index];
     let mut lan = Vec::new();
     for (k, iface) in node.interfaces.iter().enumerate() {
         let Attachment::Network { bridge, port, .. } = &iface.attachment else { continue };
         let br = *bridge_index.get(bridge.as_str()).ok_or_else(|| {
             KernelError::Invalid(format!("{}.{} names unknown bridge {bridge}", node.name, iface.name))
         })?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let peer = single_queue(LinkMessageBuilder::<LinkUnspec>::new())
             .name(iface.name.clone())
             .address(iface.mac.0.to_vec())
             .mtu(iface.mtu)
             .index(node_ifindex(k))
-            .setns_by_fd(fd.as_raw_fd())
+            .setns_by_fd(ns.fd.as_raw_fd())
             .build();
         let msg = veth(port, iface.mtu, PORT_IFINDEX_BASE + port_no, None, peer).controller(br).build();
         port_no += 1;
@@ -422,10 +442,14 @@ fn build_node(
     let _gate = shared.gate();
     fail_on(fabric.run(&lan))?;
     if later {
-        return Ok(Some(NodeNs { index: i, fd, sock, deferred }));
+        return Ok(Some(ns));
     }
+    let NodeNs { fd, sock, deferred, .. } = ns;
     fail_on(SyncConn::new(&node.netns, sock).run(&msgs))?;
-    // This thread is still inside the node's namespace.
+    if !deferred.is_empty() {
+        nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| KernelError::io(format!("enter {}", node.netns), nix_io(e)))?;
+    }
     for (k, v) in &deferred {
         topo_netns::write_sysctl(k, v)
             .map_err(|e| KernelError::io(format!("sysctl {k}={v} in {}", node.name), e))?;
@@ -453,7 +477,7 @@ fn p2p_messages(plan: &Plan, nodes: &[NodeNs]) -> Result<Vec<Request>, KernelErr
         };
         let (a_idx, a_mac) = end(ai, &l.a.iface)?;
         let (b_idx, b_mac) = end(bi, &l.b.iface)?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let peer = single_queue(LinkMessageBuilder::<LinkUnspec>::new())
             .name(l.b.iface.clone())
             .address(b_mac)
             .mtu(l.mtu)
@@ -508,7 +532,7 @@ fn mount_uts_tmpfs(sd: &StateDir) -> Result<(), KernelError> {
 ///
 /// Before changing anything it reads the plan's sysctl keys: a fresh namespace's values, which
 /// every node namespace starts with too, unless new namespaces inherit from the one that creates
-/// them (`net.core.devconf_inherit_init_net` = 3; the workers create each node from inside the
+/// them (`net.core.devconf_inherit_init_net` = 3; the creator threads make each node from inside the
 /// previous one), in which case nothing is taken as given.
 fn create_fabric_ns(
     name: &str,
@@ -560,7 +584,7 @@ fn create_fabric_ns(
     })
 }
 
-/// Runs on a worker thread; leaves the thread inside the new namespaces (the thread is ours).
+/// Runs on a creator thread; leaves the thread inside the new namespaces (the thread is ours).
 /// Returns the namespace's fd, a netlink socket inside it, and the sysctls that must wait for
 /// interfaces.
 fn create_node_ns(node: &NodePlan, uts_path: &Path, shared: &Shared) -> Result<NodeSetup, KernelError> {
@@ -606,13 +630,13 @@ fn create_node_ns(node: &NodePlan, uts_path: &Path, shared: &Shared) -> Result<N
 
 type NodeSetup = (OwnedFd, OwnedFd, Vec<(String, String)>);
 
-/// What the node workers share.
+/// What the creator and wiring threads share.
 struct Shared {
-    /// Held around everything that takes the kernel's RTNL lock on a worker (netlink requests,
-    /// sysctl writes). Some sysctl handlers only try the lock and restart the system call when it
-    /// is taken, so a worker writing sysctls while another creates links spins and steals the
-    /// CPU the lock holder needs: measured, 2 and 4 unguarded workers took 2x and 4x as long as
-    /// one. Namespace creation itself runs outside the gate, in parallel.
+    /// Held around everything that takes the kernel's RTNL lock on our threads (netlink
+    /// requests, sysctl writes). Some sysctl handlers only try the lock and restart the system
+    /// call when it is taken, so a thread writing sysctls while another creates links spins and
+    /// steals the CPU the lock holder needs: measured, 2 and 4 unguarded workers took 2x and 4x
+    /// as long as one. Namespace creation itself runs outside the gate, in parallel.
     gate: std::sync::Mutex<()>,
     /// Sysctl values a new namespace starts with (read in the fabric before it changes any).
     fresh: HashMap<String, String>,
@@ -642,6 +666,14 @@ fn first_of(errors: Vec<KernelError>) -> Option<KernelError> {
     Some(KernelError::Backend(format!("{first} (and {} more netlink error(s))", n - 1)))
 }
 
+/// One TX and one RX queue per veth end. Unasked, the kernel gives a veth one queue per
+/// possible CPU, registers sysfs entries for each, then cuts the count back to one: work under
+/// the RTNL lock that grows with the machine's size.
+fn single_queue<T>(b: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
+    b.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+}
+
 /// A veth whose peer is `peer`; in namespace `netns` if given, else the socket's.
 fn veth(
     name: &str,
@@ -650,7 +682,7 @@ fn veth(
     netns: Option<RawFd>,
     peer: LinkMessage,
 ) -> LinkMessageBuilder<LinkVeth> {
-    let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+    let mut b = single_queue(LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth))
         .name(name.to_owned())
         .mtu(mtu)
         .index(index)
