@@ -145,3 +145,42 @@ fn chaos_commands_end_to_end() {
 
     ok(&["down", &lab]);
 }
+
+/// Impairments need the userspace delayer where the kernel has no netem; topo runs it from its
+/// own executable, which must be found under any name (a copied or renamed binary once failed
+/// `up` with "cannot find the topo binary"). On a kernel with netem the delay comes from netem
+/// and this checks only that `up` works under another name.
+#[test]
+fn a_renamed_topo_binary_still_applies_impairments() {
+    if !require_root("chaos_cli::a_renamed_topo_binary_still_applies_impairments") {
+        return;
+    }
+    let lab = unique_lab("cr");
+    let dir = std::env::temp_dir().join(format!("topo-renamed-{lab}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("topo-under-another-name");
+    std::fs::copy(env!("CARGO_BIN_EXE_topo"), &exe).unwrap();
+    let file = dir.join(format!("{lab}.yaml"));
+    std::fs::write(&file, TOPOLOGY.replace("LAB", &lab)).unwrap();
+    struct Cleanup(std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let exe = self.0.join("topo-under-another-name");
+            let _ = Command::new(&exe).args(["down", &self.1]).env_remove("TOPO_BIN").output();
+            let _ = Command::new(&exe).args(["gc", &self.1]).env_remove("TOPO_BIN").output();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone(), lab.clone());
+    let out = Command::new(&exe)
+        .args(["up", file.to_str().unwrap()])
+        .env_remove("TOPO_BIN")
+        .env_remove("TOPO_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "up under another name failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(reaches(&lab, "a", "10.72.0.1"));
+    let rtt = ping(&lab, "a", "10.72.0.1").expect("a reaches b");
+    assert!((14.0..30.0).contains(&rtt), "static delay not applied: RTT {rtt} ms");
+}

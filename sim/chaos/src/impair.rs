@@ -118,11 +118,24 @@ pub fn set_qdisc(netns: &str, dev: &str, q: Option<&Qdisc>) -> Result<(), String
     tc(netns, &args)
 }
 
-/// The program that runs `__delayer`: `$TOPO_BIN`, else this executable when it is `topo`,
-/// else a `topo` next to it (or one directory up, where cargo puts binaries relative to tests).
+/// The `topo` executable as the running program knows it (see [`set_topo_bin`]).
+static TOPO_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called by the `topo` binary with its own path, so the delayer is found whatever name the
+/// executable was installed or copied under. The first call wins.
+pub fn set_topo_bin(path: PathBuf) {
+    let _ = TOPO_BIN.set(path);
+}
+
+/// The program that runs `__delayer`: `$TOPO_BIN`, else what [`set_topo_bin`] was given, else
+/// this executable when it is `topo`, else a `topo` next to it (or one directory up, where cargo
+/// puts binaries relative to tests).
 pub fn topo_bin() -> Result<PathBuf, ChaosError> {
     if let Some(p) = std::env::var_os("TOPO_BIN") {
         return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = TOPO_BIN.get() {
+        return Ok(p.clone());
     }
     let exe = std::env::current_exe().map_err(|e| ChaosError::Delayer(format!("current_exe: {e}")))?;
     if exe.file_name().is_some_and(|n| n == "topo") {

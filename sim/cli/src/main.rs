@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         }
     }));
     let cli = topo::args::Cli::parse();
+    // Helpers topo starts (the userspace delayer) run this same executable, whatever its name.
+    if let Ok(me) = std::env::current_exe() {
+        topo_chaos::impair::set_topo_bin(me);
+    }
     topo::observability::init(cli.verbose);
     match panic::catch_unwind(|| topo::commands::run(cli)) {
         Ok(code) => ExitCode::from(code as u8),
