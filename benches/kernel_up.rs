@@ -5,8 +5,10 @@
 //! `KERNEL_BENCH_REPS=3` to change sizes and repetitions; the median is reported).
 //!
 //! Both sides are whole processes timed from the outside: `topo` includes parsing and planning
-//! the file; the baseline includes every `ip` process it starts. The last column is the 1-minute
-//! load average before and after each size.
+//! the file; the baseline includes every `ip` process it starts. The last columns are the share
+//! of CPU time the hypervisor took away during topo's runs (steal, from /proc/stat; on a VM
+//! whose host is busy, wall times rise with it) and the 1-minute load average before and after
+//! each size.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -28,17 +30,22 @@ fn main() {
     let topo = topo_exe();
     println!("kernel lab up+down, single LAN of N hosts; median of {reps} run(s); times in seconds");
     println!(
-        "{:>5} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>7} | {:>9} | {:>9}",
-        "N", "topo up", "down", "total", "ip up", "down", "total", "speedup", "topo RSS", "load 1m"
+        "{:>5} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>7} | {:>9} | {:>5} | {:>9}",
+        "N", "topo up", "down", "total", "ip up", "down", "total", "speedup", "topo RSS", "steal", "load 1m"
     );
     for n in sizes {
         let load_before = load_avg();
         let mut topo_runs = Vec::new();
         let mut base_runs = Vec::new();
         let mut rss = 0u64;
+        let (mut stolen, mut total) = (0u64, 0u64);
         for _ in 0..reps {
             let before = netns_alive();
+            let t0 = cpu_times();
             let (up, down, r) = run_topo(&topo, n);
+            let t1 = cpu_times();
+            stolen += t1.0.saturating_sub(t0.0);
+            total += t1.1.saturating_sub(t0.1);
             rss = rss.max(r);
             topo_runs.push((up, down));
             settle(before);
@@ -50,7 +57,7 @@ fn main() {
         let (bu, bd) = median(&base_runs);
         let (tt, bt) = (tu + td, bu + bd);
         println!(
-            "{n:>5} | {:>8.3} {:>8.3} {:>8.3} | {:>8.3} {:>8.3} {:>8.3} | {:>6.1}x | {:>6.1} MB | {load_before}->{}",
+            "{n:>5} | {:>8.3} {:>8.3} {:>8.3} | {:>8.3} {:>8.3} {:>8.3} | {:>6.1}x | {:>6.1} MB | {:>4.0}% | {load_before}->{}",
             tu.as_secs_f64(),
             td.as_secs_f64(),
             tt.as_secs_f64(),
@@ -59,10 +66,27 @@ fn main() {
             bt.as_secs_f64(),
             bt.as_secs_f64() / tt.as_secs_f64(),
             rss as f64 / 1024.0,
+            100.0 * stolen as f64 / total.max(1) as f64,
             load_avg()
         );
         let _ = std::io::stdout().flush();
     }
+}
+
+/// (steal, all) CPU time of the machine so far, in clock ticks, from the `cpu` line of /proc/stat
+/// (user nice system idle iowait irq softirq steal ...).
+fn cpu_times() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
 }
 
 /// The 1-minute load average (the machine is shared: figures are only comparable at a like load).
