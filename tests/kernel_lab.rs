@@ -73,12 +73,16 @@ fn residue(lab: &str) -> Vec<String> {
         }
     }
     let state = Path::new("/run/topo").join(lab);
-    if state.exists() {
-        out.push(format!("{}", state.display()));
+    let lock = Path::new("/run/topo").join(format!("{lab}.lock"));
+    for p in [&state, &lock] {
+        if p.exists() {
+            out.push(format!("{}", p.display()));
+        }
     }
+    // Mounts on the state directory (its tmpfs) and under it (UTS files).
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let needle = format!("{}/", state.display());
-    for l in mounts.lines().filter(|l| l.contains(&needle)) {
+    let (under, on) = (format!(" {}/", state.display()), format!(" {} ", state.display()));
+    for l in mounts.lines().filter(|l| l.contains(&under) || l.contains(&on)) {
         out.push(format!("mount {l}"));
     }
     if !inodes.is_empty() {
@@ -323,6 +327,29 @@ fn gc_removes_orphans_without_state() {
     // Idempotent: nothing left to do.
     let again: serde_json::Value = serde_json::from_str(&ok(&["gc", &lab, "--json"])).unwrap();
     assert!(again["labs"].as_array().unwrap().is_empty(), "{again}");
+}
+
+/// A lab's lock file without its state directory (an `up` killed between taking the lock and
+/// making the directory): gc leaves it while a process holds it, and removes it once nobody
+/// does.
+#[test]
+fn gc_removes_a_stale_lock_file_but_not_a_held_one() {
+    if !require_root("kernel_lab::gc_removes_a_stale_lock_file_but_not_a_held_one") {
+        return;
+    }
+    let lab = unique_lab("lk");
+    let _g = Guard(lab.clone());
+    std::fs::create_dir_all("/run/topo").unwrap();
+    let lock = Path::new("/run/topo").join(format!("{lab}.lock"));
+    let file = std::fs::File::create(&lock).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock");
+    let out = ok(&["gc", &lab, "--json"]);
+    assert!(lock.exists(), "gc removed a lock file a live process holds: {out}");
+    drop(held);
+    let out = ok(&["gc", &lab, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["labs"].as_array().unwrap().iter().any(|l| l == lab.as_str()), "{out}");
+    assert_eq!(residue(&lab), Vec::<String>::new());
 }
 
 /// A LAN of `n` hosts and a router, as a topology file.

@@ -76,6 +76,8 @@ pub fn up(plan: &Plan, source: &SourceInfo, opts: &UpOpts) -> Result<UpReport, K
     // Residue of an earlier lab of this name (state dir lost): building over it would fail half-way.
     let leftovers = teardown::lab_netns_by_name(&plan.lab);
     if !leftovers.is_empty() {
+        // The lock file this call made is not the lab's to keep (held, so removing it is safe).
+        let _ = fs::remove_file(sd.lock_path());
         return Err(KernelError::State {
             lab: plan.lab.clone(),
             msg: format!(
@@ -94,6 +96,7 @@ pub fn up(plan: &Plan, source: &SourceInfo, opts: &UpOpts) -> Result<UpReport, K
         plan_version: plan.version,
     };
     let built = (|| {
+        sd.create()?;
         sd.write_meta(&meta)?;
         sd.write_plan(plan)?;
         crate::state::write_atomic(&sd.source_path(), source.text.as_bytes())?;

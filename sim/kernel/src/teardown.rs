@@ -219,10 +219,20 @@ pub(crate) fn teardown(sd: &StateDir, plan: Option<&Plan>, report: &mut DownRepo
     });
     errors.extend(etc_errors);
     lap("etc");
-    match fs::remove_dir_all(&sd.dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => errors.push(format!("remove {}: {e}", sd.dir.display())),
+    // The state tmpfs goes in one (lazy) unmount; what is left is the empty directory under it
+    // (or, without a tmpfs, the files themselves). The lock file last: it is held until the end.
+    if crate::state::is_mount_point(&sd.dir) {
+        match nix::mount::umount2(sd.dir.as_path(), nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+            Err(e) => errors.push(format!("unmount {}: {e}", sd.dir.display())),
+        }
+    }
+    for (path, dir) in [(&sd.dir, true), (&sd.lock_path(), false)] {
+        match if dir { fs::remove_dir_all(path) } else { fs::remove_file(path) } {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("remove {}: {e}", path.display())),
+        }
     }
     lap("state");
     errors
@@ -332,7 +342,9 @@ fn labs_with_residue() -> BTreeSet<String> {
     }
     if let Ok(rd) = fs::read_dir(STATE_ROOT) {
         for e in rd.flatten() {
-            labs.insert(e.file_name().to_string_lossy().into_owned());
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `<lab>.lock` beside `<lab>/` (lab names have no dots).
+            labs.insert(name.strip_suffix(".lock").map_or(name.clone(), str::to_owned));
         }
     }
     labs.extend(hooks::labs_with_residue());
@@ -365,11 +377,12 @@ pub fn gc_labs(only: Option<&[String]>) -> Result<GcReport, KernelError> {
         let sd = StateDir::new(&lab);
         let mut _lock = None;
         let mut plan = None;
-        if sd.exists() {
-            match sd.lock(Duration::ZERO, false) {
+        if sd.exists() || sd.lock_path().exists() {
+            // Also a lock file without a directory: an `up` holds it before it makes the
+            // directory.
+            match sd.lock(Duration::ZERO, true) {
                 Ok(l) => _lock = Some(l),
                 Err(KernelError::Locked { .. }) => continue, // in use by a live topo process
-                Err(KernelError::NotUp(_)) => {}             // vanished meanwhile
                 Err(e) => {
                     report.errors.push(e.to_string());
                     continue;
@@ -391,6 +404,9 @@ pub fn gc_labs(only: Option<&[String]>) -> Result<GcReport, KernelError> {
         report.uts_mounts.extend(mounts_under(&sd.dir));
         if sd.exists() {
             report.state_dirs.push(sd.dir.clone());
+        }
+        if sd.lock_path().exists() {
+            report.state_dirs.push(sd.lock_path());
         }
         let mut down = DownReport::default();
         report.errors.extend(teardown(&sd, plan.as_ref(), &mut down));
