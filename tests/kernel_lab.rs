@@ -352,6 +352,58 @@ fn gc_removes_a_stale_lock_file_but_not_a_held_one() {
     assert_eq!(residue(&lab), Vec::<String>::new());
 }
 
+/// `ip -j -d link show` of a namespace: (name, operstate, bridge port state).
+fn links_of(ns: &str) -> Vec<(String, String, Option<String>)> {
+    let out = Command::new("ip").args(["-j", "-d", "-n", ns, "link", "show"]).output().expect("ip");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+    links
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap_or_default().to_owned(),
+                l["operstate"].as_str().unwrap_or_default().to_owned(),
+                l["linkinfo"]["info_slave_data"]["state"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// When `up` returns, every link already carries traffic: node interfaces are operationally up
+/// and LAN ports forward. The kernel switches carriers on asynchronously; point-to-point veths
+/// whose two ends had the same interface index were switched on up to a second late, so a
+/// ping right after `up` lost its first ARP request.
+#[test]
+fn links_carry_traffic_when_up_returns() {
+    if !require_root("kernel_lab::links_carry_traffic_when_up_returns") {
+        return;
+    }
+    for (i, file) in ["topologies/triangle-static.yaml", "topologies/multi-dc-static.yaml"].iter().enumerate()
+    {
+        let lab = unique_lab(&format!("lr{i}"));
+        let path = renamed(&repo().join(file), &lab);
+        let _g = Guard(lab.clone());
+        ok(&["up", path.to_str().unwrap()]);
+        let mut not_ready = Vec::new();
+        for ns in topo_netns::list().unwrap_or_default().into_iter().filter(|n| belongs(n, &lab)) {
+            let fabric = ns == format!("topo-{lab}");
+            for (name, oper, port) in links_of(&ns) {
+                let ready = if fabric {
+                    port.as_deref().is_none_or(|s| s == "forwarding")
+                } else {
+                    name == "lo" || oper == "UP"
+                };
+                if !ready {
+                    not_ready.push(format!("{ns}:{name} {oper} {port:?}"));
+                }
+            }
+        }
+        assert!(not_ready.is_empty(), "{file}: not ready when up returned: {not_ready:?}");
+        ok(&["down", &lab]);
+    }
+}
+
 /// A LAN of `n` hosts and a router, as a topology file.
 fn lan_file(lab: &str, n: usize) -> PathBuf {
     let y = format!(

@@ -35,9 +35,14 @@ use crate::{interrupt, teardown, KernelError, Progress, SourceInfo, UpOpts, UpRe
 
 /// Index of `lo` in every namespace.
 const LO_INDEX: u32 = 1;
-/// Node interface `k` gets index `NODE_IFINDEX_BASE + k`; well above the fallback tunnel devices
-/// some kernels create in every new namespace.
+/// Node interface `k` on a LAN gets index `NODE_IFINDEX_BASE + k`; well above the fallback
+/// tunnel devices some kernels create in every new namespace.
 const NODE_IFINDEX_BASE: u32 = 1000;
+/// The ends of point-to-point link `l` get `P2P_IFINDEX_BASE + 2l` and `+ 2l + 1`: never the
+/// same index at both ends. The kernel's link-watch work treats a veth whose index equals its
+/// peer's as a non-urgent device and switches its carrier on up to a second late, during which
+/// the link drops every frame.
+const P2P_IFINDEX_BASE: u32 = 500_000;
 /// Bridge `i` of the fabric gets index `BRIDGE_IFINDEX_BASE + i`.
 const BRIDGE_IFINDEX_BASE: u32 = 1000;
 /// Fabric-side veth port `j` gets index `PORT_IFINDEX_BASE + j`.
@@ -255,6 +260,19 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     files?;
     lap("nodes and files");
     interrupt::check()?;
+    // Every LAN port's carrier, switched on when its node end came up (see `sync_link`).
+    let ports: Vec<Request> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| n.interfaces.iter())
+        .filter_map(|i| match &i.attachment {
+            Attachment::Network { port, .. } => Some(port.as_str()),
+            Attachment::Link { .. } => None,
+        })
+        .enumerate()
+        .map(|(j, port)| sync_link(port, PORT_IFINDEX_BASE + j as u32))
+        .collect();
+    fail_on(fabric.run(&ports))?;
 
     // Point-to-point links (both ends need their namespaces), then the nodes that have them.
     if !plan.links.is_empty() {
@@ -269,7 +287,9 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
         progress(opts, Progress::Advance(plan.links.len() as u64));
         lap("links");
     }
+    wait_until_forwarding(plan, &mut fabric, &nodes)?;
     drop(nodes);
+    lap("links ready");
     interrupt::check()?;
 
     progress(opts, Progress::Phase { name: "services", total: plan.start_order.len() as u64 });
@@ -277,6 +297,88 @@ fn build(plan: &Plan, sd: &StateDir, opts: &UpOpts) -> Result<(), KernelError> {
     lap("services");
     interrupt::check()?;
     Ok(())
+}
+
+/// How long `up` waits for its links to carry traffic before it gives up on them.
+const LINKS_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Return once every LAN port forwards and every point-to-point end is operationally up.
+///
+/// A veth's carrier, and with it the bridge port's forwarding state and the device's queueing,
+/// is switched on by the kernel's link-watch work after the request that set the link up has
+/// returned; a frame sent before is dropped, and the first ARP request of a ping then waits a
+/// second for its retry (seen as a snapshot step in which one node reached nobody). `up` asks
+/// for every link once it is up (see [`sync_link`]), which applies the change at once; this
+/// checks the outcome (one dump of the fabric, one per node with point-to-point links, whose
+/// far ends may come up after that request) and polls until it holds.
+fn wait_until_forwarding(
+    plan: &Plan,
+    fabric: &mut SyncConn,
+    p2p_nodes: &[NodeNs],
+) -> Result<(), KernelError> {
+    use rtnetlink::packet_route::link::{
+        BridgePortState, InfoBridgePort, InfoPortData, LinkAttribute as A, LinkInfo, State,
+    };
+    let deadline = Instant::now() + LINKS_READY_WITHIN;
+    let mut node_conns = p2p_nodes
+        .iter()
+        .map(|ns| {
+            let node = &plan.nodes[ns.index];
+            let sock = ns.sock.try_clone().map_err(|e| KernelError::io("dup a netlink socket", e))?;
+            Ok((node, SyncConn::new(&node.netns, sock)))
+        })
+        .collect::<Result<Vec<_>, KernelError>>()?;
+    let name_of = |l: &LinkMessage| {
+        l.attributes
+            .iter()
+            .find_map(|a| if let A::IfName(n) = a { Some(n.clone()) } else { None })
+            .unwrap_or_default()
+    };
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let mut waiting: Vec<String> = Vec::new();
+        for l in fabric.dump_links()? {
+            let port_state = l.attributes.iter().find_map(|a| match a {
+                A::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::PortData(InfoPortData::BridgePort(p)) => p.iter().find_map(|x| match x {
+                        InfoBridgePort::State(s) => Some(*s),
+                        _ => None,
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            });
+            if port_state.is_some_and(|s| s != BridgePortState::Forwarding) {
+                waiting.push(format!("{}:{}", plan.fabric.netns, name_of(&l)));
+            }
+        }
+        for (node, conn) in &mut node_conns {
+            for l in conn.dump_links()? {
+                let ours = l.header.index >= NODE_IFINDEX_BASE;
+                let up = l.attributes.iter().any(|a| matches!(a, A::OperState(State::Up)));
+                if ours && !up {
+                    waiting.push(format!("{}:{}", node.name, name_of(&l)));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            // Not fatal: the lab is built; a link the kernel will not bring up is for the user
+            // to see (`topo status` shows it), not a reason to tear everything down.
+            tracing::warn!(
+                lab = %plan.lab,
+                links = %waiting.join(" "),
+                "links not forwarding {} s after they were set up",
+                LINKS_READY_WITHIN.as_secs()
+            );
+            return Ok(());
+        }
+        interrupt::check()?;
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Threads that create node namespaces: one per core but one (the wiring thread has that), at
@@ -429,7 +531,7 @@ fn wire_node(
             .name(iface.name.clone())
             .address(iface.mac.0.to_vec())
             .mtu(iface.mtu)
-            .index(node_ifindex(k))
+            .index(node_ifindex(node, k))
             .setns_by_fd(ns.fd.as_raw_fd())
             .build();
         let msg = veth(port, iface.mtu, PORT_IFINDEX_BASE + port_no, None, peer).controller(br).build();
@@ -476,7 +578,7 @@ fn p2p_messages(plan: &Plan, nodes: &[NodeNs]) -> Result<Vec<Request>, KernelErr
             let k = node.interfaces.iter().position(|i| i.name == ifname).ok_or_else(|| {
                 KernelError::Invalid(format!("link {}: {} has no interface {ifname}", l.index, node.name))
             })?;
-            Ok((node_ifindex(k), node.interfaces[k].mac.0.to_vec()))
+            Ok((node_ifindex(node, k), node.interfaces[k].mac.0.to_vec()))
         };
         let (a_idx, a_mac) = end(ai, &l.a.iface)?;
         let (b_idx, b_mac) = end(bi, &l.b.iface)?;
@@ -655,8 +757,17 @@ impl Shared {
     }
 }
 
-fn node_ifindex(k: usize) -> u32 {
-    NODE_IFINDEX_BASE + k as u32
+/// The index topo gives interface `k` of `node` (see [`NODE_IFINDEX_BASE`], [`P2P_IFINDEX_BASE`]).
+fn node_ifindex(node: &NodePlan, k: usize) -> u32 {
+    let iface = &node.interfaces[k];
+    match &iface.attachment {
+        Attachment::Link { link, peer_node, peer_iface } => {
+            // Which end this is: the greater (node, interface) name pair takes the odd index.
+            let odd = (node.name.as_str(), iface.name.as_str()) > (peer_node.as_str(), peer_iface.as_str());
+            P2P_IFINDEX_BASE + 2 * *link as u32 + u32::from(odd)
+        }
+        Attachment::Network { .. } => NODE_IFINDEX_BASE + k as u32,
+    }
 }
 
 fn first_of(errors: Vec<KernelError>) -> Option<KernelError> {
@@ -708,25 +819,25 @@ fn node_messages(node: &NodePlan) -> Result<Vec<Request>, KernelError> {
     let mut index_of: HashMap<&str, u32> = HashMap::new();
     index_of.insert("lo", LO_INDEX);
     for (k, iface) in node.interfaces.iter().enumerate() {
-        index_of.insert(iface.name.as_str(), node_ifindex(k));
+        index_of.insert(iface.name.as_str(), node_ifindex(node, k));
         // The kernel refuses IFF_UP on a veth peer at creation (ENOTCONN), so node-side ends
         // come up here, right before their addresses.
         out.push((
             format!("set {} up", iface.name),
-            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(node_ifindex(k)).up().build()),
+            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(node_ifindex(node, k)).up().build()),
             CHANGE,
         ));
         for a in &iface.addresses {
             out.push((
                 format!("add {a} to {}", iface.name),
-                addr4(node_ifindex(k), a.addr(), a.prefix_len()),
+                addr4(node_ifindex(node, k), a.addr(), a.prefix_len()),
                 CREATE,
             ));
         }
         for a in &iface.addresses6 {
             out.push((
                 format!("add {a} to {}", iface.name),
-                addr6(node_ifindex(k), a.addr(), a.prefix_len()),
+                addr6(node_ifindex(node, k), a.addr(), a.prefix_len()),
                 CREATE,
             ));
         }
@@ -753,7 +864,22 @@ fn node_messages(node: &NodePlan) -> Result<Vec<Request>, KernelError> {
             CREATE,
         ));
     }
+    out.extend(
+        node.interfaces.iter().enumerate().map(|(k, iface)| sync_link(&iface.name, node_ifindex(node, k))),
+    );
     Ok(out)
+}
+
+/// A request that makes the kernel apply a link's pending carrier change now. Setting a veth up
+/// switches its carrier (and its peer's) on only in the kernel's link-watch work, which runs
+/// later; until then the device drops what it sends (and a bridge port does not forward). A
+/// get of the single link runs that work for it synchronously.
+fn sync_link(name: &str, index: u32) -> Request {
+    (
+        format!("sync the carrier of {name}"),
+        RouteNetlinkMessage::GetLink(LinkUnspec::new_with_index(index).build()),
+        rtnetlink::packet_core::NLM_F_REQUEST,
+    )
 }
 
 fn addr4(index: u32, ip: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {

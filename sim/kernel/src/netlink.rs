@@ -7,8 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
 use rtnetlink::Handle;
@@ -76,7 +77,7 @@ impl Conn {
         msg: RouteNetlinkMessage,
     ) -> impl Future<Output = Result<Vec<RouteNetlinkMessage>, KernelError>> + use<> {
         let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | rtnetlink::packet_core::NLM_F_DUMP;
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let ns = self.ns.clone();
         let stream = self.handle.request(req);
         async move {
@@ -183,6 +184,56 @@ impl SyncConn {
         // Replies to requests of a failed exchange must not be taken for later ones.
         self.seq = self.seq.wrapping_add(reqs.len() as u32 + 1);
         errors
+    }
+
+    /// Every link of the namespace (an RTM_GETLINK dump).
+    pub fn dump_links(&mut self) -> Result<Vec<LinkMessage>, KernelError> {
+        let fail =
+            |what: &str, msg: String| KernelError::Netlink { ns: self.ns.clone(), what: what.into(), msg };
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        self.seq = self.seq.wrapping_add(1);
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        self.out.clear();
+        self.out.resize(req.buffer_len(), 0);
+        req.serialize(&mut self.out);
+        self.sock.send(&self.out, 0).map_err(|e| fail("send a link dump request", e.to_string()))?;
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut links = Vec::new();
+        loop {
+            let n = self
+                .sock
+                .recv(&mut &mut self.inb[..], 0)
+                .map_err(|e| fail("receive a link dump", e.to_string()))?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes([
+                    self.inb[off],
+                    self.inb[off + 1],
+                    self.inb[off + 2],
+                    self.inb[off + 3],
+                ]) as usize;
+                if len < 16 || off + len > n {
+                    break;
+                }
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.inb[off..off + len])
+                    .map_err(|e| fail("parse a link dump", e.to_string()))?;
+                off += (len + 3) & !3;
+                if m.header.sequence_number != seq {
+                    continue; // a late reply to something earlier
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => links.push(l),
+                    NetlinkPayload::Done(_) => return Ok(links),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(fail("link dump", e.to_io().to_string()))
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Serialize requests from `start` into `self.out` up to BATCH_BYTES (at least one); the
