@@ -207,20 +207,8 @@ impl SyncConn {
                 .sock
                 .recv(&mut &mut self.inb[..], 0)
                 .map_err(|e| fail("receive a link dump", e.to_string()))?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes([
-                    self.inb[off],
-                    self.inb[off + 1],
-                    self.inb[off + 2],
-                    self.inb[off + 3],
-                ]) as usize;
-                if len < 16 || off + len > n {
-                    break;
-                }
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.inb[off..off + len])
-                    .map_err(|e| fail("parse a link dump", e.to_string()))?;
-                off += (len + 3) & !3;
+            for m in messages(&self.inb[..n]) {
+                let m = m.map_err(|e| fail("parse a link dump", e))?;
                 if m.header.sequence_number != seq {
                     continue; // a late reply to something earlier
                 }
@@ -289,20 +277,8 @@ impl SyncConn {
                 };
                 fail("receive acknowledgements", msg)
             })?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes([
-                    self.inb[off],
-                    self.inb[off + 1],
-                    self.inb[off + 2],
-                    self.inb[off + 3],
-                ]) as usize;
-                if len < 16 || off + len > n {
-                    break;
-                }
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.inb[off..off + len])
-                    .map_err(|e| fail("parse a reply", e.to_string()))?;
-                off += (len + 3) & !3;
+            for m in messages(&self.inb[..n]) {
+                let m = m.map_err(|e| fail("parse a reply", e))?;
                 let seq = m.header.sequence_number;
                 let idx = seq.wrapping_sub(base) as usize;
                 if let NetlinkPayload::Error(e) = m.payload {
@@ -322,6 +298,22 @@ impl SyncConn {
             }
         }
     }
+}
+
+/// The netlink messages in one received datagram, in order (a truncated tail is ignored).
+fn messages(buf: &[u8]) -> impl Iterator<Item = Result<NetlinkMessage<RouteNetlinkMessage>, String>> + '_ {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let head = buf.get(off..off + 4)?;
+        let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len < 16 || off + len > buf.len() {
+            return None;
+        }
+        let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
+            .map_err(|e| e.to_string());
+        off += (len + 3) & !3;
+        Some(m)
+    })
 }
 
 #[cfg(test)]
