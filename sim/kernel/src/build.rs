@@ -440,6 +440,9 @@ fn build_nodes(
                 // Ends when every creator has dropped its sender; on an error the namespaces
                 // still in the channel are dropped here and removed by the rollback.
                 for ns in rx {
+                    if abort.load(Ordering::Relaxed) {
+                        break; // a creator failed: the rollback removes what exists
+                    }
                     let port_no = port_start[ns.index];
                     match wire_node(plan, ns, &mut fabric, bridge_index, port_no, shared) {
                         Ok(Some(ns)) => later.push(ns),
